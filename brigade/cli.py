@@ -1,0 +1,114 @@
+"""The ``brigade`` command: one entry point, settings read once and passed down."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from brigade.errors import BrigadeError
+from brigade.kafka import topology
+from brigade.kafka.clients import make_admin
+from brigade.kafka.local import LocalKafka
+from brigade.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Brigade: event-sourced orchestration for AI inference.")
+kafka_app = typer.Typer(no_args_is_help=True, help="The embedded Apache Kafka broker.")
+topics_app = typer.Typer(no_args_is_help=True, help="Brigade's Kafka topology.")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(topics_app, name="topics")
+console = Console()
+
+# Each subsystem adds its own commands; the CLI stays a thin switchboard.
+_SUBSYSTEM_CLIS = ("processors.cli", "projections.cli", "ingress.cli", "workers.cli", "brigade.stack")
+
+
+@app.callback()
+def _load_settings(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="A brigade.toml to read.")] = None,
+) -> None:
+    if config is not None:
+        import os
+
+        os.environ["BRIGADE_CONFIG"] = str(config)
+    try:
+        ctx.obj = Settings()
+    except ValueError as exc:
+        console.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def local_kafka(settings: Settings) -> LocalKafka:
+    """The embedded broker described by ``settings``."""
+    return LocalKafka(
+        data_dir=settings.path("kafka"),
+        port=settings.kafka.broker_port,
+        controller_port=settings.kafka.controller_port,
+        heap=settings.kafka.broker_heap,
+    )
+
+
+@kafka_app.command("start")
+def kafka_start(ctx: typer.Context) -> None:
+    """Start the embedded broker (resolving its jars once) and wait until it answers."""
+    broker = local_kafka(ctx.obj)
+    broker.start()
+    console.print(f"kafka ready on {broker.bootstrap} (logs: {broker.log_path})")
+
+
+@kafka_app.command("stop")
+def kafka_stop(ctx: typer.Context) -> None:
+    """Stop the embedded broker; no process is left behind."""
+    stopped = local_kafka(ctx.obj).stop()
+    console.print("kafka stopped" if stopped else "kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status(ctx: typer.Context) -> None:
+    """Say whether the embedded broker runs and answers; exit 1 when it does not."""
+    broker = local_kafka(ctx.obj)
+    pid = broker.pid()
+    if pid is None:
+        console.print("kafka not running")
+        raise typer.Exit(1)
+    broker.wait_ready(timeout_s=5)
+    console.print(f"kafka running (pid {pid}) on {broker.bootstrap}")
+
+
+@topics_app.command("apply")
+def topics_apply(ctx: typer.Context) -> None:
+    """Create missing topics; report drift and exit 1 when any topic differs."""
+    settings: Settings = ctx.obj
+    report = topology.apply(make_admin(settings), topology.Topology(settings).specs())
+    for name in report.created:
+        console.print(f"[green]created[/green] {name}")
+    console.print(f"{len(report.unchanged)} topics already as declared")
+    for line in report.drift:
+        console.print(f"[yellow]drift[/yellow] {line}")
+    if report.drift:
+        raise typer.Exit(1)
+
+
+def _register_subsystems() -> None:
+    for module_name in _SUBSYSTEM_CLIS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register_subsystems()
+    try:
+        app()
+    except BrigadeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from exc

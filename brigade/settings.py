@@ -1,0 +1,189 @@
+"""Brigade's settings: one object per deployable, read once at the entry point.
+
+Values come from (highest first) keyword arguments, ``BRIGADE_*`` environment variables
+(nested with ``__``, e.g. ``BRIGADE_KAFKA__BOOTSTRAP``), ``brigade.toml`` in the working
+directory (or the file named by ``BRIGADE_CONFIG``), then the defaults below. Nothing
+below the entry point reads the environment: the object is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Lane = Literal["interactive", "batch"]
+LANES: tuple[Lane, ...] = ("interactive", "batch")
+
+
+class KafkaSettings(BaseModel):
+    """How Brigade reaches Kafka, and how the embedded broker runs."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "brigade"
+    client_id: str = "brigade"
+    # The embedded broker (``brigade kafka start``); ignored against a real cluster.
+    broker_port: int = 9092
+    controller_port: int = 9093
+    broker_heap: str = "512m"
+
+
+class TopicSettings(BaseModel):
+    """Partitions, replication and retention for the topology."""
+
+    partitions: int = Field(default=6, ge=1)
+    work_partitions: int = Field(default=6, ge=1)
+    retry_partitions: int = Field(default=3, ge=1)
+    replication: int = Field(default=1, ge=1)
+    # The event log is the truth: keep it forever unless an operator says otherwise.
+    events_retention_ms: int = -1
+    work_retention_ms: int = 7 * 24 * 3600 * 1000
+    dlq_retention_ms: int = 30 * 24 * 3600 * 1000
+
+
+class LaneSettings(BaseModel):
+    """Batching policy of one lane of a pool."""
+
+    max_batch_size: int = Field(default=32, ge=1)
+    max_delay_ms: int = Field(default=10, ge=0)
+    token_budget: int = Field(default=16384, ge=1)
+
+
+class PoolSettings(BaseModel):
+    """A pool of workers serving one model endpoint."""
+
+    model: str
+    endpoint: str
+    kind: Literal["builtin", "openai-embeddings", "openai-chat", "openai-completions"] = (
+        "openai-embeddings"
+    )
+    api_key: str | None = None
+    fallback: str | None = None
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5)
+    batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
+
+    def lane(self, lane: Lane) -> LaneSettings:
+        """Return the batching policy of ``lane``."""
+        return self.interactive if lane == "interactive" else self.batch
+
+
+class RouteRule(BaseModel):
+    """One routing rule; every given field must match. First matching rule wins."""
+
+    pool: str
+    lane: Lane | None = None
+    priority: Literal["interactive", "batch"] | None = None
+    tenant: str | None = None
+    model_hint: str | None = None
+    long_context: bool | None = None
+    batchable: bool | None = None
+
+
+class RetrySettings(BaseModel):
+    """Backoff policy for retries through the delay tiers."""
+
+    base_s: float = Field(default=0.5, gt=0)
+    cap_s: float = Field(default=600.0, gt=0)
+    retry_after_cap_s: float = Field(default=600.0, gt=0)
+    tiers_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    default_max_attempts: int = Field(default=3, ge=1)
+    max_attempts_limit: int = Field(default=10, ge=1)
+    lease_s: float = Field(default=60.0, gt=0)
+    lease_check_interval_s: float = Field(default=1.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP ingress."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    max_wait_s: float = 30.0
+    lag_soft_limit: int = 50_000
+    lag_hard_limit: int = 200_000
+    tenants_file: Path | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a Brigade process needs to know, validated at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIGADE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path(".brigade")
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    clickhouse_url: str = "chdb:///.brigade/clickhouse"
+    object_store_url: str = "file://.brigade/objects"
+    inline_threshold_bytes: int = Field(default=64 * 1024, ge=1)
+    retry: RetrySettings = RetrySettings()
+    api: ApiSettings = ApiSettings()
+    pools: dict[str, PoolSettings] = Field(
+        default_factory=lambda: {
+            "default": PoolSettings(
+                model="all-MiniLM-L6-v2",
+                endpoint="http://127.0.0.1:8100",
+                kind="openai-embeddings",
+            )
+        }
+    )
+    routes: list[RouteRule] = Field(default_factory=list)
+    default_pool: str | None = "default"
+
+    @field_validator("pools")
+    @classmethod
+    def _pool_names_are_topic_safe(cls, pools: dict[str, PoolSettings]) -> dict[str, PoolSettings]:
+        for name in pools:
+            if not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"pools.{name}: pool names may use letters, digits, '-' and '_'")
+        return pools
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        for name, pool in self.pools.items():
+            if pool.fallback is not None and pool.fallback not in self.pools:
+                raise ValueError(f"pools.{name}.fallback names unknown pool {pool.fallback!r}")
+        for index, rule in enumerate(self.routes):
+            if rule.pool not in self.pools:
+                raise ValueError(f"routes[{index}].pool names unknown pool {rule.pool!r}")
+        if self.default_pool is not None and self.default_pool not in self.pools:
+            raise ValueError(f"default_pool names unknown pool {self.default_pool!r}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The entry point is the one place allowed to look at the environment.
+        toml_path = Path(os.environ.get("BRIGADE_CONFIG", "brigade.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name such as ``job-events``."""
+        return f"{self.kafka.topic_prefix}.{name}"
+
+    def path(self, *parts: str) -> Path:
+        """A path under the data directory."""
+        return self.data_dir.joinpath(*parts)

@@ -1,0 +1,74 @@
+"""Session-scoped real services and function-scoped names, shared by every test package.
+
+The broker is real Apache Kafka: the embedded KRaft broker on free loopback ports, or,
+with ``BRIGADE_TEST_DOCKER=1`` and a Docker engine, testcontainers' Kafka. Set
+``BRIGADE_TEST_BOOTSTRAP`` to reuse a broker that is already running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from brigade.kafka import topology
+from brigade.kafka.clients import make_admin
+from brigade.kafka.local import LocalKafka
+from brigade.settings import Settings, TopicSettings
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a real Kafka broker for the whole test session."""
+    reuse = os.environ.get("BRIGADE_TEST_BOOTSTRAP")
+    if reuse:
+        yield reuse
+        return
+    if os.environ.get("BRIGADE_TEST_DOCKER") == "1":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = LocalKafka(
+        data_dir=tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port()
+    )
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings of one test: its own topic prefix and data directory on the shared broker."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return Settings(
+        data_dir=tmp_path / "brigade",
+        kafka={"bootstrap": kafka_bootstrap, "topic_prefix": prefix, "client_id": prefix},
+        topics=TopicSettings(partitions=3, work_partitions=3, retry_partitions=1),
+        clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}",
+        object_store_url=f"file://{tmp_path / 'objects'}",
+    )
+
+
+@pytest.fixture
+def topics(settings: Settings) -> topology.Topology:
+    """The test's topology, applied to the broker."""
+    topo = topology.Topology(settings)
+    report = topology.apply(make_admin(settings), topo.specs())
+    assert not report.drift
+    return topo
