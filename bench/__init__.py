@@ -1,0 +1,1 @@
+"""Brigade's benchmarks: each prints a table and writes JSON under ``bench/results``."""
