@@ -13,8 +13,8 @@ import os
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
@@ -24,7 +24,7 @@ from bench.report import emit
 from brigade.kafka import topology
 from brigade.kafka.clients import consumer_config, make_admin, producer_config
 from brigade.kafka.local import LocalKafka
-from brigade.settings import Settings
+from brigade.settings import KafkaSettings, Settings
 from schemas.codec import Codec
 
 
@@ -49,7 +49,7 @@ def bench_broker() -> Iterator[str]:
 def run(bootstrap: str, n: int, *, durable: bool) -> dict[str, float]:
     """Produce ``n`` encoded events and consume them back; return rates."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    settings = Settings(kafka={"bootstrap": bootstrap, "topic_prefix": prefix})
+    settings = Settings(kafka=KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix))
     topo = topology.Topology(settings)
     topology.apply(make_admin(settings), [s for s in topo.specs() if s.name == topo.job_events])
     codec = Codec()
@@ -73,7 +73,7 @@ def run(bootstrap: str, n: int, *, durable: bool) -> dict[str, float]:
     while received < n and time.perf_counter() - start < 120:
         for message in consumer.consume(10_000, 1.0):
             if message.error() is None:
-                codec.decode(message.value())
+                codec.decode(message.value() or b"")
                 received += 1
     consumed = time.perf_counter() - start
     consumer.close()

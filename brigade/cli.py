@@ -44,12 +44,7 @@ def _load_settings(
 
 def local_kafka(settings: Settings) -> LocalKafka:
     """The embedded broker described by ``settings``."""
-    return LocalKafka(
-        data_dir=settings.path("kafka"),
-        port=settings.kafka.broker_port,
-        controller_port=settings.kafka.controller_port,
-        heap=settings.kafka.broker_heap,
-    )
+    return LocalKafka.from_settings(settings)
 
 
 @kafka_app.command("start")

@@ -19,6 +19,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from brigade.errors import KafkaError
+from brigade.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,16 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalKafka:
+        """The embedded broker described by ``settings`` (data under ``<data_dir>/kafka``)."""
+        return cls(
+            data_dir=settings.path("kafka"),
+            port=settings.kafka.broker_port,
+            controller_port=settings.kafka.controller_port,
+            heap=settings.kafka.broker_heap,
+        )
 
     @property
     def bootstrap(self) -> str:

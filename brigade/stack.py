@@ -1,0 +1,109 @@
+"""``brigade up``: the whole system on one machine, supervised as one command.
+
+Order matters: the broker and topics first, then the model server (workers call it),
+the API with its embedded projector (it owns the chDB files), the job processor, and the
+workers. Stopping runs in reverse, and the broker stops last so every child can flush.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from brigade.kafka import topology
+from brigade.kafka.clients import make_admin
+from brigade.kafka.local import LocalKafka
+from brigade.settings import Settings
+from brigade.supervisor import ChildSpec, Supervisor
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpec]:
+    """Every process of the embedded stack, in start order."""
+    brigade = [sys.executable, "-m", "brigade"]
+    api = f"http://{settings.api.host}:{settings.api.port}"
+    specs = []
+    if with_model_server:
+        endpoint = settings.pools["default"].endpoint if "default" in settings.pools else ""
+        port = endpoint.rsplit(":", 1)[-1].strip("/") or "8100"
+        specs.append(ChildSpec(
+            name="model", argv=[*brigade, "model-server", "--port", port],
+            ready=lambda: _http_ok(f"{endpoint}/healthz"), ready_timeout_s=300,
+        ))
+    specs += [
+        ChildSpec(name="api", argv=[*brigade, "api"], ready=lambda: _http_ok(f"{api}/healthz")),
+        ChildSpec(name="processors", argv=[*brigade, "processors"]),
+        ChildSpec(name="workers", argv=[*brigade, "workers", *_pool_args(settings)]),
+    ]
+    return specs
+
+
+def _pool_args(settings: Settings) -> list[str]:
+    return [arg for pool in settings.pools for arg in ("--pool", pool)]
+
+
+def up(settings: Settings, *, console: Console, with_model_server: bool = True) -> None:
+    """Start the embedded stack and supervise it until SIGINT or SIGTERM."""
+    from ingress.tenants import ensure_dev_tenant
+
+    broker = LocalKafka.from_settings(settings)
+    console.print(f"starting kafka on {broker.bootstrap} …")
+    broker.start()
+    report = topology.apply(make_admin(settings), topology.Topology(settings).specs())
+    console.print(f"topics: {len(report.created)} created, {len(report.unchanged)} unchanged")
+    for line in report.drift:
+        console.print(f"[yellow]topic drift:[/yellow] {line}")
+    credentials = ensure_dev_tenant(settings)
+    supervisor = Supervisor(log_dir=settings.path("logs"), console=console)
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"\n{signal.Signals(signum).name}: stopping …")
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        for spec in child_specs(settings, with_model_server=with_model_server):
+            supervisor.start(spec)
+        _greet(console, credentials.url, credentials.tenant_id, credentials.api_key, settings)
+        supervisor.run_until_stopped()
+    finally:
+        supervisor.stop_all()
+        broker.stop()
+        console.print("stopped; data kept under " + str(settings.data_dir))
+
+
+def _greet(console: Console, url: str, tenant: str, key: str, settings: Settings) -> None:
+    console.print(f"\n[bold green]Brigade is up[/bold green] at {url}  (tenant {tenant})")
+    console.print(f"dev key: {key}  (also in {settings.path('dev-credentials.json')})")
+    console.print("try:")
+    console.print(
+        f"  curl -s -X POST {url}/v1/jobs?wait=10 -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' -d '{\"input\": \"hello brigade\"}'",
+        markup=False, highlight=False, soft_wrap=True,
+    )
+    console.print(f"logs: {settings.path('logs')}/  ·  Ctrl-C stops everything\n")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``up`` to the CLI."""
+
+    @app.command("up")
+    def _up(
+        ctx: typer.Context,
+        model_server: Annotated[bool, typer.Option(help="Start the built-in model server.")] = True,
+    ) -> None:
+        """Run the whole system on this machine until Ctrl-C."""
+        up(ctx.obj, console=Console(), with_model_server=model_server)
