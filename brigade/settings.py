@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     )
     routes: list[RouteRule] = Field(default_factory=list)
     default_pool: str | None = "default"
+    # Processes without an HTTP server of their own (processors, workers, projector) serve
+    # Prometheus metrics here; 0 turns it off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("pools")
     @classmethod
