@@ -114,6 +114,19 @@ class ApiSettings(BaseModel):
     tenants_file: Path | None = None
 
 
+class CallbackSettings(BaseModel):
+    """Signed job callbacks (workers POST a job's final state to its ``callbackUrl``)."""
+
+    # tenant id -> HMAC-SHA256 secret; tenants not listed get HMAC(secret_key, tenant id).
+    secrets: dict[str, str] = Field(default_factory=dict)
+    secret_key: str | None = None
+    allow_private: bool = False
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_cap_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything a Brigade process needs to know, validated at start-up."""
 
@@ -131,6 +144,7 @@ class Settings(BaseSettings):
     inline_threshold_bytes: int = Field(default=64 * 1024, ge=1)
     retry: RetrySettings = RetrySettings()
     api: ApiSettings = ApiSettings()
+    callbacks: CallbackSettings = CallbackSettings()
     pools: dict[str, PoolSettings] = Field(
         default_factory=lambda: {
             "default": PoolSettings(
