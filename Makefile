@@ -34,6 +34,8 @@ test: lint typecheck
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	# The Celery baseline runs on Debian's redis-server, started by the benchmark on loopback.
+	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
 	$(PY) -m bench
 
 clean:
