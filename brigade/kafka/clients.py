@@ -23,6 +23,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "linger.ms": 2,
         "compression.type": "lz4",
+        # Same key -> same partition as Faust/aiokafka (Java murmur2): the job processor's
+        # state for a job lives on the partition its key hashes to on every topic.
+        "partitioner": "murmur2_random",
     }
     config.update(overrides)
     return config
