@@ -69,6 +69,10 @@ class PoolSettings(BaseModel):
     fallback: str | None = None
     max_concurrency: int = Field(default=4, ge=1)
     timeout_s: float = Field(default=30.0, gt=0)
+    # Post-processing steps run on each result, in order ("l2_normalize", "truncate:256",
+    # "json_extract", or a name registered under the ``brigade.postprocess`` entry point
+    # group); None picks the kind's default (l2_normalize for embeddings, none otherwise).
+    postprocess: list[str] | None = None
     interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5)
     batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
 
