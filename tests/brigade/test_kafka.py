@@ -116,3 +116,28 @@ def test_wait_ready_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     broker = LocalKafka(data_dir=tmp_path, port=free_port(), controller_port=free_port())
     with pytest.raises(KafkaError, match="not ready"):
         broker.wait_ready(timeout_s=1)
+
+
+def test_group_lag_counts_uncommitted_messages(settings: Settings, topics: topology.Topology) -> None:
+    from brigade.kafka.lag import group_lag
+
+    producer = Producer(producer_config(settings))
+    for i in range(30):
+        producer.produce(topics.commands, key=f"k{i}", value=b"x")
+    producer.flush(30)
+    group = f"{settings.kafka.topic_prefix}-lag"
+    admin = make_admin(settings)
+    assert group_lag(admin, settings.kafka.bootstrap, group, [topics.commands]) == 30
+    # Given a consumer that reads and commits 10 messages
+    consumer = Consumer(consumer_config(settings, group))
+    consumer.subscribe([topics.commands])
+    read = 0
+    deadline = time.monotonic() + 30
+    while read < 10 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            read += 1
+            consumer.commit(message, asynchronous=False)
+    consumer.close()
+    # Then the lag is what is left
+    assert group_lag(admin, settings.kafka.bootstrap, group, [topics.commands]) == 20
