@@ -73,6 +73,10 @@ class PoolSettings(BaseModel):
     # "json_extract", or a name registered under the ``brigade.postprocess`` entry point
     # group); None picks the kind's default (l2_normalize for embeddings, none otherwise).
     postprocess: list[str] | None = None
+    # Circuit breaker of the pool's endpoint: opens after this many consecutive failures,
+    # lets a probe through after the reset timeout.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
     interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5)
     batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
 
