@@ -44,10 +44,24 @@ def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpe
         ))
     specs += [
         ChildSpec(name="api", argv=[*brigade, "api"], ready=lambda: _http_ok(f"{api}/healthz")),
-        ChildSpec(name="processors", argv=[*brigade, "processors"]),
-        ChildSpec(name="workers", argv=[*brigade, "workers", *_pool_args(settings)]),
+        ChildSpec(name="processors", argv=[*brigade, "processors"],
+                  env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["processors"])}),
+        ChildSpec(name="workers", argv=[*brigade, "workers", *_pool_args(settings)],
+                  env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["workers"])}),
     ]
     return specs
+
+
+EMBEDDED_METRICS_PORTS = {"processors": 9101, "workers": 9102}
+"""Where the embedded stack's processes without an HTTP server of their own serve metrics."""
+
+
+def metrics_endpoints(settings: Settings) -> list[str]:
+    """Every ``/metrics`` URL of the embedded stack."""
+    urls = [f"http://{settings.api.host}:{settings.api.port}/metrics"]
+    urls += [f"http://127.0.0.1:{port}/metrics" for port in EMBEDDED_METRICS_PORTS.values()]
+    urls += sorted({f"{pool.endpoint.rstrip('/')}/metrics" for pool in settings.pools.values()})
+    return urls
 
 
 def _pool_args(settings: Settings) -> list[str]:
@@ -107,3 +121,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole system on this machine until Ctrl-C."""
         up(ctx.obj, console=Console(), with_model_server=model_server)
+
+    @app.command("top")
+    def _top(
+        ctx: typer.Context,
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+        iterations: Annotated[int | None, typer.Option(help="Stop after this many refreshes.")] = None,
+    ) -> None:
+        """A live view of lag, throughput, latencies, retries, 429s, breakers and dead letters."""
+        from brigade import top
+        from brigade.kafka.clients import make_admin
+
+        settings: Settings = ctx.obj
+        top.run(settings, make_admin(settings), metrics_endpoints(settings),
+                interval_s=interval, iterations=iterations)

@@ -12,8 +12,10 @@ from confluent_kafka.admin import AdminClient
 
 from brigade.errors import KafkaError
 
+Offsets = dict[tuple[str, int], int]
 
-def committed_offsets(admin: AdminClient, group: str, *, timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
+
+def committed_offsets(admin: AdminClient, group: str, *, timeout_s: float = 5.0) -> Offsets:
     """``(topic, partition) → committed offset`` of ``group`` (partitions never committed are absent)."""
     futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                 request_timeout=timeout_s)
@@ -24,7 +26,7 @@ def committed_offsets(admin: AdminClient, group: str, *, timeout_s: float = 5.0)
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
-def end_offsets(bootstrap: str, topics: Iterable[str], *, timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
+def end_offsets(bootstrap: str, topics: Iterable[str], *, timeout_s: float = 5.0) -> Offsets:
     """``(topic, partition) → high watermark`` for every partition of ``topics``."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "brigade-lag-probe",
                       "enable.auto.commit": False})
