@@ -43,6 +43,7 @@ class _Child:
     restarts: int = 0
     restart_at: float | None = None
     started_at: float = 0.0
+    pump: threading.Thread | None = None
 
 
 class Supervisor:
@@ -101,6 +102,8 @@ class Supervisor:
                 process.wait()
             # Grandchildren (uvicorn, Faust) share the group: make sure none outlive it.
             _signal_group(process, signal.SIGKILL)
+            if child.pump is not None:
+                child.pump.join(timeout=5)
 
     def _spawn(self, child: _Child) -> None:
         spec = child.spec
@@ -116,12 +119,13 @@ class Supervisor:
         )
         child.process = process
         child.started_at = time.monotonic()
-        threading.Thread(target=self._pump, args=(spec.name, process.stdout, log), daemon=True).start()
+        child.pump = threading.Thread(target=self._pump, args=(spec.name, process.stdout, log), daemon=True)
+        child.pump.start()
 
     def _pump(self, name: str, stream: IO[bytes] | None, log: IO[bytes]) -> None:
         if stream is None:
             return
-        with log:
+        with log, stream:
             for raw in stream:
                 log.write(raw)
                 log.flush()
@@ -152,6 +156,8 @@ class Supervisor:
             return
         if child.restart_at is not None:
             return
+        # Whatever the dead child started (its session's other processes) goes with it.
+        _signal_group(process, signal.SIGKILL)
         # A child that ran a while before dying gets a fresh backoff.
         if time.monotonic() - child.started_at > 60:
             child.restarts = 0

@@ -1,0 +1,94 @@
+"""The supervisor restarts crashed children and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from brigade.errors import BrigadeError
+from brigade.supervisor import ChildSpec, Supervisor
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _poll(condition: object, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _script(tmp_path: Path, name: str, body: str) -> list[str]:
+    path = tmp_path / f"{name}.py"
+    path.write_text(body)
+    return [sys.executable, str(path)]
+
+
+def test_crashed_child_is_restarted_and_everything_stops(tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    # A child that records each start, spawns a grandchild, and crashes on its first run.
+    crashy = _script(tmp_path, "crashy", f"""
+import os, subprocess, sys, time
+with open({str(marker)!r}, "a") as f:
+    f.write(f"{{os.getpid()}} " + str(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]).pid) + "\\n")
+if sum(1 for _ in open({str(marker)!r})) == 1:
+    sys.exit(3)
+print("ready", flush=True)
+time.sleep(600)
+""")
+    console = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - closed with the console
+    supervisor = Supervisor(log_dir=tmp_path / "logs", console=console, backoff_base_s=0.1, grace_s=5)
+    supervisor.start(ChildSpec(name="crashy", argv=crashy))
+    import threading
+
+    watcher = threading.Thread(target=supervisor.run_until_stopped, kwargs={"poll_s": 0.05})
+    watcher.start()
+    try:
+        _poll(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2)
+    finally:
+        supervisor.request_stop()
+        watcher.join()
+        supervisor.stop_all()
+        console.file.close()
+    pids = [int(p) for line in marker.read_text().splitlines() for p in line.split()]
+    _poll(lambda: not any(_alive(pid) for pid in pids), timeout_s=10)
+    assert "ready" in (tmp_path / "logs" / "crashy.log").read_text()
+
+
+def test_child_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
+    stubborn = _script(tmp_path, "stubborn", """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(600)
+""")
+    console = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+    supervisor = Supervisor(log_dir=tmp_path / "logs", console=console, grace_s=0.5)
+    log = tmp_path / "logs" / "stubborn.log"
+    supervisor.start(ChildSpec(name="stubborn", argv=stubborn,
+                               ready=lambda: log.exists() and "ready" in log.read_text()))
+    started = time.monotonic()
+    supervisor.stop_all()
+    console.file.close()
+    assert time.monotonic() - started < 10
+
+
+def test_child_that_dies_during_start_up_is_reported(tmp_path: Path) -> None:
+    console = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+    supervisor = Supervisor(log_dir=tmp_path / "logs", console=console)
+    with pytest.raises(BrigadeError, match="exited during start-up"):
+        supervisor.start(ChildSpec(name="dies", argv=[sys.executable, "-c", "raise SystemExit(1)"],
+                                   ready=lambda: False))
+    supervisor.stop_all()
+    console.file.close()
