@@ -40,8 +40,9 @@ def test_crashed_child_is_restarted_and_everything_stops(tmp_path: Path) -> None
     # A child that records each start, spawns a grandchild, and crashes on its first run.
     crashy = _script(tmp_path, "crashy", f"""
 import os, subprocess, sys, time
+sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 with open({str(marker)!r}, "a") as f:
-    f.write(f"{{os.getpid()}} " + str(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]).pid) + "\\n")
+    f.write(f"{{os.getpid()}} {{sleeper.pid}}\\n")
 if sum(1 for _ in open({str(marker)!r})) == 1:
     sys.exit(3)
 print("ready", flush=True)
