@@ -1,0 +1,394 @@
+"""The built-in model server: OpenAI-compatible embeddings over real all-MiniLM-L6-v2.
+
+Routes: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``.
+The lifespan loads the model once. Every encode runs on one model thread; requests that
+arrive while the model is busy are merged into the next encode (opportunistic
+micro-batching: no added delay when idle, bigger batches under load).
+
+The wire helpers here (request parsing, OpenAI error bodies, embedding responses, the
+metrics middleware) are shared with the fault-injecting emulator (``workers.emulator``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from array import array
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from brigade.errors import ConfigError
+
+MAX_INPUTS = 2048
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Embedder(Protocol):
+    """A synchronous embedding model (``workers.models.builtin.EmbeddingModel``)."""
+
+    name: str
+    dimension: int
+
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
+        """Vectors and token counts of ``texts``."""
+        ...
+
+
+# ---- OpenAI wire format -----------------------------------------------------------------
+
+
+class BadRequest(Exception):
+    """A request the OpenAI API would answer with a 4xx error body."""
+
+    def __init__(
+        self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+
+
+def error_response(
+    message: str,
+    *,
+    status: int,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def bad_request_response(exc: BadRequest) -> JSONResponse:
+    """The response for a ``BadRequest``."""
+    return error_response(exc.message, status=exc.status, param=exc.param, code=exc.code)
+
+
+@dataclass(frozen=True)
+class EmbeddingsCall:
+    """A validated ``/v1/embeddings`` request."""
+
+    texts: list[str]
+    model: str | None
+    encoding_format: str
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or ``BadRequest``."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest("request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def parse_embeddings(body: dict[str, Any]) -> EmbeddingsCall:
+    """Validate an embeddings request body (``input``: a string or a list of strings)."""
+    raw = body.get("input")
+    if isinstance(raw, str):
+        texts = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
+        texts = list(raw)
+    else:
+        raise BadRequest("'input' must be a string or a non-empty list of strings", param="input")
+    if len(texts) > MAX_INPUTS:
+        raise BadRequest(f"'input' may hold at most {MAX_INPUTS} strings", param="input")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("'model' must be a string", param="model")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    return EmbeddingsCall(texts=texts, model=model, encoding_format=encoding)
+
+
+def embeddings_body(
+    vectors: Sequence[Sequence[float]],
+    *,
+    model: str,
+    tokens: int,
+    encoding_format: str = "float",
+    order: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """The OpenAI embeddings response; ``order`` lists which indexes to include, in which order."""
+    indexes = range(len(vectors)) if order is None else order
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(vectors[i], encoding_format)}
+            for i in indexes
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encode_vector(vector: Sequence[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        # OpenAI's base64 format: little-endian float32 (array uses native order; x86/ARM are LE).
+        return base64.b64encode(array("f", vector).tobytes()).decode("ascii")
+    return list(vector)
+
+
+def models_body(names: Sequence[str]) -> dict[str, Any]:
+    """The ``/v1/models`` listing."""
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "brigade"} for n in names],
+    }
+
+
+# ---- metrics ----------------------------------------------------------------------------
+
+
+@dataclass
+class ServerMetrics:
+    """Prometheus metrics of one app, in its own registry (no process-wide state)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "brigade_model_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "brigade_model_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "brigade_model_batch_size", "Texts per model call", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.inference = Histogram(
+            "brigade_model_inference_seconds", "Time inside the model per call", registry=self.registry
+        )
+        self.items = Counter("brigade_model_items", "Texts embedded", registry=self.registry)
+
+    def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """Pure ASGI: count requests and time them per route path."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = str(scope.get("path", ""))
+            self.metrics.requests.labels(route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+
+
+# ---- micro-batching ---------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future[tuple[list[list[float]], list[int]]]
+
+
+class MicroBatcher:
+    """Serialises encodes on one thread and merges requests that queued meanwhile."""
+
+    def __init__(self, *, embedder: Embedder, max_batch_size: int, metrics: ServerMetrics) -> None:
+        self.embedder = embedder
+        self.max_batch_size = max_batch_size
+        self.metrics = metrics
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brigade-model")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the batching loop."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loop and the model thread."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], list[int]]:
+        """Vectors and token counts of ``texts``, computed in some upcoming model call."""
+        future: asyncio.Future[tuple[list[list[float]], list[int]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending.append(_Pending(texts, future))
+        self._wakeup.set()
+        return await future
+
+    def _take(self) -> list[_Pending]:
+        taken = [self._pending.popleft()]
+        size = len(taken[0].texts)
+        while self._pending and size + len(self._pending[0].texts) <= self.max_batch_size:
+            size += len(self._pending[0].texts)
+            taken.append(self._pending.popleft())
+        return [p for p in taken if not p.future.done()]  # callers that went away
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            taken = self._take()
+            texts = [t for p in taken for t in p.texts]
+            if not texts:
+                continue
+            started = time.perf_counter()
+            try:
+                vectors, tokens = await loop.run_in_executor(self._executor, self.embedder.encode, texts)
+            except (RuntimeError, ValueError) as exc:
+                for p in taken:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self._observe(len(texts), time.perf_counter() - started)
+            self._deliver(taken, vectors, tokens)
+
+    def _observe(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference.observe(seconds)
+        self.metrics.items.inc(size)
+
+    @staticmethod
+    def _deliver(taken: list[_Pending], vectors: list[list[float]], tokens: list[int]) -> None:
+        offset = 0
+        for p in taken:
+            end = offset + len(p.texts)
+            if not p.future.done():
+                p.future.set_result((vectors[offset:end], tokens[offset:end]))
+            offset = end
+
+
+# ---- the app ----------------------------------------------------------------------------
+
+
+class ModelServer:
+    """Route handlers over one loaded embedder."""
+
+    def __init__(
+        self, *, loader: Callable[[], Embedder], max_batch_size: int, metrics: ServerMetrics
+    ) -> None:
+        self._loader = loader
+        self._max_batch_size = max_batch_size
+        self.metrics = metrics
+        self._batcher: MicroBatcher | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Load the model once, run the batcher, stop it on shutdown."""
+        embedder = await asyncio.to_thread(self._loader)
+        self._batcher = MicroBatcher(
+            embedder=embedder, max_batch_size=self._max_batch_size, metrics=self.metrics
+        )
+        self._batcher.start()
+        try:
+            yield
+        finally:
+            await self._batcher.stop()
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        if self._batcher is None:
+            raise RuntimeError("model server used outside its lifespan")
+        return self._batcher
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings``."""
+        try:
+            call = parse_embeddings(await json_object(request))
+            name = self.batcher.embedder.name
+            if call.model not in (None, name, f"sentence-transformers/{name}"):
+                raise BadRequest(
+                    f"the model {call.model!r} does not exist",
+                    param="model",
+                    status=404,
+                    code="model_not_found",
+                )
+        except BadRequest as exc:
+            return bad_request_response(exc)
+        vectors, tokens = await self.batcher.embed(call.texts)
+        body = embeddings_body(vectors, model=name, tokens=sum(tokens), encoding_format=call.encoding_format)
+        return JSONResponse(body)
+
+    async def models(self, request: Request) -> Response:
+        """``GET /v1/models``."""
+        return JSONResponse(models_body([self.batcher.embedder.name]))
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: 200 once the model is loaded."""
+        return JSONResponse({"status": "ok", "model": self.batcher.embedder.name})
+
+
+def create_app(*, loader: Callable[[], Embedder], max_batch_size: int = 64) -> Starlette:
+    """The model server app; ``loader`` is called once, off the event loop, at start-up."""
+    if max_batch_size < 1:
+        raise ConfigError(f"model server max_batch_size must be >= 1, got {max_batch_size}")
+    metrics = ServerMetrics()
+    server = ModelServer(loader=loader, max_batch_size=max_batch_size, metrics=metrics)
+    routes = [
+        Route("/v1/embeddings", server.embeddings, methods=["POST"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/healthz", server.healthz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        lifespan=server.lifespan,
+    )
+
+
+def builtin_app(*, threads: int | None = None, max_batch_size: int = 64) -> Starlette:
+    """The model server over the bundled all-MiniLM-L6-v2."""
+    from workers.models.builtin import EmbeddingModel
+
+    return create_app(loader=lambda: EmbeddingModel.load(threads=threads), max_batch_size=max_batch_size)
