@@ -1,0 +1,377 @@
+"""The pure state machine: scenarios, then properties over arbitrary input sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from processors.decisions import Decision, Input, decide
+from processors.lifecycle import IllegalTransition, Job, apply, fold
+from schemas.records import (
+    JobCancelled,
+    JobCancelRequested,
+    JobDeadLettered,
+    JobFailed,
+    JobLeaseExpired,
+    JobQueued,
+    JobRejected,
+    JobRetryScheduled,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+    LifecycleEvent,
+)
+from tests.processors.helpers import (
+    T0,
+    cancel,
+    later,
+    outcome,
+    policy,
+    spec,
+    submit,
+    timer,
+)
+
+POLICY = policy()
+
+
+def run(inputs: list[tuple[Input, float]]) -> tuple[Job | None, list[LifecycleEvent], list[Decision]]:
+    """Decide each input at its time; return the final state, all events and decisions."""
+    state: Job | None = None
+    events: list[LifecycleEvent] = []
+    decisions: list[Decision] = []
+    for command, at in inputs:
+        decision = decide(state, command, policy=POLICY, now=later(at))
+        decisions.append(decision)
+        events.extend(decision.events)
+        state = decision.state
+    return state, events, decisions
+
+
+def kinds(events: list[LifecycleEvent]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+# ---- scenarios ------------------------------------------------------------------------
+
+
+def test_happy_path_submit_queue_start_succeed() -> None:
+    s = spec()
+    state, events, _ = run([
+        (submit(s), 0),
+        (outcome(s, "started", lease_ms=10_000), 1),
+        (outcome(s, "succeeded", result_inline='{"embedding":[1]}', latency_ms=3.0), 2),
+    ])
+    assert kinds(events) == ["JobSubmitted", "JobQueued", "JobStarted", "JobSucceeded"]
+    assert state is not None and state.status == "succeeded"
+    assert state.result_inline == '{"embedding":[1]}'
+    assert [e.envelope.sequence for e in events] == [1, 2, 3, 4]
+    queued = events[1]
+    assert isinstance(queued, JobQueued)
+    assert (queued.pool, queued.lane, queued.attempt) == ("small", "batch", 1)
+    assert fold(events) == state
+
+
+def test_routing_rule_and_model_hint_pick_the_pool() -> None:
+    _, events, _ = run([(submit(spec(long_context=True, priority="interactive")), 0)])
+    assert isinstance(events[1], JobQueued) and (events[1].pool, events[1].lane) == ("big", "interactive")
+    _, events, _ = run([(submit(spec("x", model_hint="big-model")), 0)])
+    assert isinstance(events[1], JobQueued) and events[1].pool == "big" and events[1].model == "big-model"
+
+
+def test_unknown_model_hint_without_default_is_rejected_with_a_clear_event() -> None:
+    no_default = policy(default_pool=None, routes=[])
+    s = spec(model_hint="gpt-nonexistent")
+    decision = decide(None, submit(s), policy=no_default, now=T0)
+    assert kinds(list(decision.events)) == ["JobSubmitted", "JobRejected", "JobFailed"]
+    rejected = decision.events[1]
+    assert isinstance(rejected, JobRejected) and rejected.reason == "no_route"
+    assert "gpt-nonexistent" in rejected.detail
+    assert decision.state is not None and decision.state.status == "failed"
+    assert decision.note == "rejected"
+
+
+def test_resubmission_is_a_duplicate_and_a_different_payload_is_a_conflict() -> None:
+    s = spec("a", key="k1")
+    other = spec("b", key="k1")
+    assert s.job_id == other.job_id
+    state, events, decisions = run([(submit(s), 0), (submit(s), 1), (submit(other), 2), (submit(other), 3)])
+    assert [d.note for d in decisions] == ["applied", "duplicate", "conflict", "conflict"]
+    assert kinds(events) == ["JobSubmitted", "JobQueued", "JobRejected"]
+    assert state is not None and state.status == "queued" and state.spec == s
+
+
+def test_transient_failure_schedules_a_retry_in_the_smallest_fitting_tier() -> None:
+    s = spec()
+    state, events, _ = run([
+        (submit(s), 0), (outcome(s, "started"), 1),
+        (outcome(s, "failed", error_class="rate_limited", error="429", retry_after_ms=3000), 2),
+    ])
+    retry = events[-1]
+    assert isinstance(retry, JobRetryScheduled)
+    assert (retry.attempt, retry.delay_ms, retry.tier, retry.retry_after_ms) == (2, 3000, "5s", 3000)
+    assert retry.due_at == later(5)
+    assert state is not None and state.status == "queued" and state.phase == "retry_wait"
+    # Early timer: not due. Due timer: re-queued as attempt 2 on the same route.
+    assert decide(state, timer(s, 2, retry.due_at, "5s"), policy=POLICY, now=later(3)).note == "not_due"
+    due = decide(state, timer(s, 2, retry.due_at, "5s"), policy=POLICY, now=later(5))
+    assert isinstance(due.events[0], JobQueued) and due.events[0].attempt == 2
+    assert due.events[0].reason == "retry"
+
+
+def test_same_failure_decided_twice_schedules_the_same_retry() -> None:
+    s = spec()
+    state, _, _ = run([(submit(s), 0), (outcome(s, "started"), 1)])
+    failed = outcome(s, "failed", error_class="transient", error="503")
+    a = decide(state, failed, policy=POLICY, now=later(2))
+    b = decide(state, failed, policy=POLICY, now=later(2))
+    assert a.events == b.events
+
+
+def test_max_attempts_exhausted_fails_terminally_and_dead_letters() -> None:
+    s = spec(max_attempts=2)
+    inputs: list[tuple[Input, float]] = [(submit(s), 0)]
+    for attempt in (1, 2):
+        inputs += [
+            (outcome(s, "started", attempt), attempt * 100),
+            (outcome(s, "failed", attempt, error_class="transient", error=f"boom{attempt}"),
+             attempt * 100 + 1),
+            (timer(s, attempt + 1, later(attempt * 100 + 50)), attempt * 100 + 60),
+        ]
+    state, events, _ = run(inputs)
+    assert kinds(events)[-2:] == ["JobFailed", "JobDeadLettered"]
+    dead = events[-1]
+    assert isinstance(dead, JobDeadLettered) and dead.attempts == 2
+    assert dead.errors == ["transient: boom1", "transient: boom2"]
+    assert state is not None and state.status == "failed" and state.dead_lettered
+
+
+def test_permanent_error_fails_at_once() -> None:
+    s = spec()
+    state, events, _ = run([(submit(s), 0), (outcome(s, "started"), 1),
+                            (outcome(s, "failed", error_class="permanent", error="400"), 2)])
+    assert isinstance(events[-1], JobFailed) and events[-1].terminal
+    assert state is not None and state.status == "failed" and not state.dead_lettered
+
+
+def test_circuit_open_interactive_goes_to_fallback_without_spending_an_attempt() -> None:
+    s = spec(long_context=True, priority="interactive", max_attempts=1)
+    state, events, _ = run([(submit(s), 0), (outcome(s, "started"), 1),
+                            (outcome(s, "failed", error_class="circuit_open"), 2)])
+    fallback = events[-1]
+    assert isinstance(fallback, JobQueued) and (fallback.pool, fallback.reason) == ("small", "fallback")
+    assert state is not None and state.counted_attempts == 1 and state.attempt == 2
+    # The fallback attempt can still fail transiently once budgeted attempts are spent: dead letter.
+    state2, _events2, _ = run([(submit(s), 0), (outcome(s, "started"), 1),
+                              (outcome(s, "failed", error_class="circuit_open"), 2),
+                              (outcome(s, "started", 2), 3), (outcome(s, "succeeded", 2), 4)])
+    assert state2 is not None and state2.status == "succeeded" and state2.pool == "small"
+
+
+def test_circuit_open_batch_lane_schedules_a_retry() -> None:
+    s = spec(long_context=True, priority="batch")
+    _, events, _ = run([(submit(s), 0), (outcome(s, "started"), 1),
+                        (outcome(s, "failed", error_class="circuit_open"), 2)])
+    assert isinstance(events[-1], JobRetryScheduled)
+
+
+def test_lease_expiry_requeues_and_a_late_outcome_is_ignored() -> None:
+    s = spec()
+    state, events, decisions = run([
+        (submit(s), 0), (outcome(s, "started", lease_ms=5000), 1),
+        (timer(s, 0, later(3), "check"), 3),   # lease still valid
+        (timer(s, 0, later(7), "check"), 7),   # expired
+        (outcome(s, "succeeded", 1), 8),       # the dead worker's late result
+    ])
+    assert [d.note for d in decisions][2:] == ["noop", "applied", "stale"]
+    assert kinds(events)[-2:] == ["JobLeaseExpired", "JobQueued"]
+    assert isinstance(events[-1], JobQueued) and events[-1].reason == "lease_expired"
+    assert state is not None and state.status == "queued" and state.attempt == 2
+
+
+def test_lease_expiry_counts_as_an_attempt() -> None:
+    s = spec(max_attempts=1)
+    state, events, _ = run([(submit(s), 0), (outcome(s, "started", lease_ms=1000), 1),
+                            (timer(s, 0, later(5), "check"), 5)])
+    assert kinds(events)[-3:] == ["JobLeaseExpired", "JobFailed", "JobDeadLettered"]
+    assert state is not None and state.status == "failed"
+
+
+@pytest.mark.parametrize("stage", ["queued", "retry_wait", "running", "succeeded"])
+def test_cancellation_in_each_state(stage: str) -> None:
+    s = spec()
+    inputs: list[tuple[Input, float]] = [(submit(s), 0)]
+    if stage in ("running", "retry_wait", "succeeded"):
+        inputs.append((outcome(s, "started"), 1))
+    if stage == "retry_wait":
+        inputs.append((outcome(s, "failed", error_class="transient"), 2))
+    if stage == "succeeded":
+        inputs.append((outcome(s, "succeeded"), 2))
+    state, _, _ = run(inputs)
+    decision = decide(state, cancel(s), policy=POLICY, now=later(3))
+    if stage in ("queued", "retry_wait"):
+        assert kinds(list(decision.events)) == ["JobCancelled"]
+        assert decision.state is not None and decision.state.status == "cancelled"
+    elif stage == "running":
+        assert kinds(list(decision.events)) == ["JobCancelRequested"]
+        # The running attempt's outcome is discarded: the job ends cancelled.
+        after = decide(decision.state, outcome(s, "succeeded"), policy=POLICY, now=later(4))
+        assert kinds(list(after.events)) == ["JobCancelled"]
+        again = decide(decision.state, cancel(s), policy=POLICY, now=later(4))
+        assert again.note == "duplicate" and not again.events
+    else:
+        assert decision.note == "finished" and not decision.events
+
+
+def test_cancel_for_an_unknown_job_is_answered_not_applied() -> None:
+    assert decide(None, cancel(spec()), policy=POLICY, now=T0).note == "unknown_job"
+
+
+def test_deadline_fails_a_queued_job_and_one_waiting_for_retry() -> None:
+    s = spec(deadline=later(10))
+    _state, events, _ = run([(submit(s), 0), (timer(s, 0, later(11), "check"), 11)])
+    assert isinstance(events[-1], JobFailed) and events[-1].reason == "deadline_exceeded"
+    expired = spec("late", deadline=later(-1))
+    _, events, _ = run([(submit(expired), 0)])
+    assert kinds(events) == ["JobSubmitted", "JobFailed"]
+    # A retry that would be due after the deadline fails now instead of waiting.
+    near = spec("near", deadline=later(3))
+    _, events, _ = run([(submit(near), 0), (outcome(near, "started"), 1),
+                        (outcome(near, "failed", error_class="rate_limited", retry_after_ms=5000), 2)])
+    assert isinstance(events[-1], JobFailed) and events[-1].reason == "deadline_exceeded"
+
+
+def test_illegal_transition_is_raised_and_not_applied() -> None:
+    s = spec()
+    state, events, _ = run([(submit(s), 0)])
+    assert state is not None
+    started = JobStarted(envelope=events[0].envelope.__class__(
+        event_id="x", job_id=s.job_id, tenant_id=s.tenant_id, occurred_at=T0, sequence=99),
+        attempt=7, worker="w", lease_deadline=T0, batch_id="b")
+    with pytest.raises(IllegalTransition):
+        apply(state, started)
+    with pytest.raises(IllegalTransition):
+        apply(None, events[1])
+
+
+def test_duplicate_events_leave_state_unchanged() -> None:
+    s = spec()
+    state, events, _ = run([(submit(s), 0), (outcome(s, "started"), 1)])
+    assert state is not None
+    for applied in events:
+        assert apply(state, applied) is state
+
+
+def test_fold_is_fast_enough_for_replay() -> None:
+    s = spec()
+    _, events, _ = run([(submit(s), 0), (outcome(s, "started"), 1), (outcome(s, "failed"), 2),
+                        (timer(s, 2, later(3)), 3), (outcome(s, "started", 2), 4),
+                        (outcome(s, "succeeded", 2), 5)])
+    rounds = 5000
+    begin = time.perf_counter()
+    for _ in range(rounds):
+        fold(events)
+    rate = rounds * len(events) / (time.perf_counter() - begin)
+    # The target is 100k/s on an idle core; the bound is loose for a busy shared machine.
+    assert rate > 30_000, f"fold ran at {rate:.0f} events/s"
+
+
+# ---- properties -----------------------------------------------------------------------
+
+SPEC = spec("prop", max_attempts=3, deadline=later(400))
+CONFLICT = dataclasses.replace(SPEC, payload_sha256="0" * 64)  # same job id, other payload
+ERROR_CLASSES = ["transient", "rate_limited", "permanent", "circuit_open", "cancelled", None]
+
+
+def _outcomes() -> st.SearchStrategy[Input]:
+    attempt = st.integers(min_value=1, max_value=5)
+    return st.one_of(
+        st.builds(lambda a, ms: outcome(SPEC, "started", a, lease_ms=ms), attempt,
+                  st.sampled_from([0, 1000, 60_000])),
+        st.builds(lambda a: outcome(SPEC, "succeeded", a), attempt),
+        st.builds(lambda a, c, ra: outcome(SPEC, "failed", a, error_class=c, retry_after_ms=ra),
+                  attempt, st.sampled_from(ERROR_CLASSES), st.sampled_from([None, 0, 2000, 900_000])),
+        st.builds(lambda a: outcome(SPEC, "skipped", a), attempt),
+        st.builds(lambda n, ok: outcome(SPEC, "callback", 1, callback_attempt=n, callback_ok=ok),
+                  st.integers(1, 3), st.booleans()),
+    )
+
+
+def _inputs() -> st.SearchStrategy[Input]:
+    return st.one_of(
+        st.just(submit(SPEC)),
+        st.just(submit(CONFLICT)),
+        st.just(cancel(SPEC)),
+        _outcomes(),
+        st.builds(lambda a, d: timer(SPEC, a, later(d)), st.integers(1, 6), st.integers(0, 500)),
+        st.builds(lambda d: timer(SPEC, 0, later(d), "check"), st.integers(0, 500)),
+    )
+
+
+STEPS = st.lists(st.tuples(_inputs(), st.floats(min_value=0, max_value=120)), max_size=40)
+
+
+def _assert_legal(job: Job) -> None:
+    assert job.status in ("queued", "running", "succeeded", "failed", "cancelled")
+    assert job.terminal == (job.phase == "done")
+    if job.status == "running":
+        assert job.phase == "running" and job.lease_deadline is not None
+    if job.phase == "retry_wait":
+        assert job.status == "queued" and job.next_retry_at is not None
+    if job.status == "queued" and job.phase == "dispatched":
+        assert job.pool is not None and job.lane in ("interactive", "batch")
+    assert job.counted_attempts <= job.max_attempts
+    assert not job.dead_lettered or job.status == "failed"
+    assert not job.cancel_requested or job.status in ("running", "cancelled")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=STEPS, first=st.booleans())
+def test_any_input_sequence_leaves_a_legal_state_equal_to_the_fold(
+    steps: list[tuple[Input, float]], first: bool
+) -> None:
+    clock = 0.0
+    timed: list[tuple[Input, float]] = [(submit(SPEC), 0.0)] if first else []
+    for command, step in steps:
+        clock += step
+        timed.append((command, clock))
+    state, events, decisions = run(timed)
+    event(f"final status: {state.status if state else None}")
+    assert not any(d.note == "illegal" for d in decisions)
+    if state is not None:
+        _assert_legal(state)
+    assert fold(events) == state
+    assert [e.envelope.sequence for e in events] == list(range(1, len(events) + 1))
+    assert len({e.envelope.event_id for e in events}) == len(events)
+    terminal = [e for e in events if isinstance(e, JobSucceeded | JobCancelled)
+                or (isinstance(e, JobFailed) and e.terminal)]
+    assert len(terminal) <= 1
+    assert sum(isinstance(e, JobSubmitted) for e in events) <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=STEPS)
+def test_redelivering_every_input_twice_changes_nothing(steps: list[tuple[Input, float]]) -> None:
+    clock = 0.0
+    once: list[tuple[Input, float]] = [(submit(SPEC), 0.0)]
+    for command, step in steps:
+        clock += step
+        once.append((command, clock))
+    twice = [pair for pair in once for _ in range(2)]
+    state_once, _events_once, _ = run(once)
+    state_twice, events_twice, _ = run(twice)
+    # Redelivery right after the original is a no-op, except for inputs that are legal
+    # again later (a not-yet-due timer), which are deterministic anyway.
+    assert fold(events_twice) == state_twice
+    if state_twice is not None:
+        _assert_legal(state_twice)
+    lifecycle_types = (JobQueued, JobStarted, JobSucceeded, JobCancelRequested, JobLeaseExpired,
+                       JobDeadLettered)
+    ids_twice = [e.envelope.event_id for e in events_twice if isinstance(e, lifecycle_types)]
+    assert len(ids_twice) == len(set(ids_twice))
+    assert state_once is not None and state_twice is not None
+    assert state_once.status == state_twice.status or state_twice.terminal or state_once.terminal
