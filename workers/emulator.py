@@ -11,7 +11,8 @@ real model service under stress:
 * 429 with ``Retry-After`` at ``rate_429``, or whenever more than ``max_concurrency``
   requests are in flight; 5xx at ``rate_5xx``; hangs (longer than any client timeout) at
   ``rate_timeout``; faults drawn from a seeded RNG so runs repeat;
-* embeddings responses shuffled (``shuffle``) or with items dropped (``drop_rate``).
+* embeddings responses shuffled (``shuffle``) or with items dropped (``drop_rate``);
+* 401 unless the bearer token equals ``api_key`` (when one is set).
 
 Test control: ``GET/POST /_emulator/config`` reads or changes the configuration at run time,
 ``GET /_emulator/stats`` counts requests, statuses, items, batch sizes and every input it was
@@ -75,6 +76,7 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     seed: int = 0
     record_inputs: bool = True
+    api_key: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -223,6 +225,11 @@ class Emulator:
 
     async def _serve(self, request: Request, inputs: list[str], answer: Any) -> Response:
         """Common path: count, maybe fail, wait the modelled latency, then answer."""
+        if self.config.api_key and request.headers.get("authorization") != f"Bearer {self.config.api_key}":
+            self.stats.status["401"] += 1
+            return error_response(
+                "invalid api key", status=401, kind="authentication_error", code="invalid_api_key"
+            )
         self.stats.requests += 1
         if self.config.record_inputs:
             self.stats.seen.update(inputs)
