@@ -43,7 +43,6 @@ CREATE TABLE IF NOT EXISTS job_events (
     batch_size Nullable(UInt32),
     delay_ms Nullable(Float64),
     result_ref Nullable(String),
-    detail String,
     raw String CODEC(ZSTD(1)),
     kafka_partition Int32,
     kafka_offset Int64,
