@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".brigade")
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
-    clickhouse_url: str = "chdb:///.brigade/clickhouse"
+    clickhouse_url: str = "chdb://.brigade/clickhouse"
     object_store_url: str = "file://.brigade/objects"
     inline_threshold_bytes: int = Field(default=64 * 1024, ge=1)
     retry: RetrySettings = RetrySettings()
