@@ -1,0 +1,138 @@
+"""The worker Faust app: one agent per pool lane, one following ``brigade.job-events``.
+
+``create_app(settings, pools)`` builds it; there is no module-level app. Agents stay thin:
+they move Faust events into ``WorkerRuntime``, which batches (``workers.batching``), executes
+(``workers.executor``) and acks per event once the outcome is durable.
+
+Why not ``stream.take()``: it yields values without their events, so a table cannot be
+written while handling them (faust-streaming #497) and the batch is acked as a block when
+the generator resumes, which also stops the stream from filling the next batch while this
+one runs. Iterating ``stream.noack().events()`` keeps every ``Event``: the pure batcher
+holds them, several batches run at once, and each message is acked by itself after its
+outcome is published. Tables are written only by the job-events agent, inside its own
+iteration, where the current event is set.
+
+Co-partitioning: the skip check reads the job's row in the job-state table, which holds
+the job-events partitions this process owns. Faust's assignor gives partition N of every
+topic with the same partition count to the same member, and every producer keys by job id
+with the murmur2 partitioner, so a job's work message and its events land on the same
+member, provided work topics and job-events have the same number of partitions;
+``create_app`` refuses settings where they differ.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from brigade.errors import ConfigError
+from brigade.kafka.topology import Topology
+from brigade.settings import LANES, Settings
+from schemas.codec import Codec
+from workers.metrics import WorkerMetrics
+from workers.postprocess import pipeline_for
+from workers.runtime import FaustPublisher, WorkerRuntime
+
+TABLE_NAME = "job-state"
+
+
+def app_id(settings: Settings, pools: Sequence[str]) -> str:
+    """The consumer group / app id of the worker for ``pools`` (distinct from the processor's)."""
+    return f"{settings.kafka.topic_prefix}-workers.{'.'.join(sorted(set(pools)))}"
+
+
+def validate(settings: Settings, pools: Sequence[str]) -> None:
+    """Refuse unknown pools and topic layouts that break the co-partitioned skip check."""
+    if not pools:
+        raise ConfigError("workers need at least one --pool")
+    unknown = [p for p in pools if p not in settings.pools]
+    if unknown:
+        known = sorted(settings.pools)
+        raise ConfigError(f"--pool names unknown pools {unknown}; settings.pools has {known}")
+    if settings.topics.work_partitions != settings.topics.partitions:
+        raise ConfigError(
+            "topics.work_partitions must equal topics.partitions: workers read job state from the "
+            "job-events partitions co-assigned with their work partitions"
+        )
+
+
+def create_app(
+    settings: Settings,
+    pools: Sequence[str],
+    *,
+    store: str = "memory://",
+    worker_id: str | None = None,
+    metrics: WorkerMetrics | None = None,
+) -> faust.App:
+    """Build the worker app for ``pools``; the caller runs it (``faust.Worker``) and owns it."""
+    validate(settings, pools)
+    pipelines = {name: pipeline_for(settings.pools[name]) for name in pools}
+    topology = Topology(settings)
+    app = faust.App(
+        app_id(settings, pools),
+        broker="kafka://" + settings.kafka.bootstrap,
+        store=store,
+        topic_replication_factor=settings.topics.replication,
+        topic_partitions=settings.topics.partitions,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    topics: dict[str, Any] = {}
+
+    def topic(name: str) -> Any:
+        if name not in topics:
+            topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
+        return topics[name]
+
+    async def send(name: str, key: bytes, value: bytes) -> None:
+        delivery = await topic(name).send(key=key, value=value, force=True)
+        await delivery
+
+    table = app.Table(TABLE_NAME, default=None, partitions=settings.topics.partitions,
+                      key_serializer="raw", value_serializer="json")
+    runtime = WorkerRuntime(
+        settings=settings,
+        pools=pools,
+        pipelines=pipelines,
+        publisher=FaustPublisher(send=send, outcomes=topology.outcomes,
+                                 job_events=topology.job_events, codec=Codec()),
+        send=send,
+        table=table,
+        worker_id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
+        metrics=metrics or WorkerMetrics(),
+    )
+    _add_job_events_agent(app, topic(topology.job_events), runtime)
+    for pool in pools:
+        for lane in LANES:
+            _add_work_agent(app, topic(topology.work(pool, lane)), runtime, pool, lane)
+
+    async def _drain(sender: Any, **kwargs: Any) -> None:
+        await runtime.stop()
+
+    app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # mode's signal typing
+
+    app.brigade_runtime = runtime  # type: ignore[attr-defined]  # for the CLI's metrics endpoint
+    return app
+
+
+def _add_job_events_agent(app: faust.App, source: Any, runtime: WorkerRuntime) -> None:
+    async def follow_job_events(stream: Any) -> None:
+        await runtime.ensure_started()
+        async for event in stream.noack().events():
+            await runtime.on_job_event(stream, event)
+
+    app.agent(source, name="job-events")(follow_job_events)
+
+
+def _add_work_agent(app: faust.App, source: Any, runtime: WorkerRuntime, pool: str, lane: str) -> None:
+    async def work(stream: Any) -> None:
+        await runtime.ensure_started()
+        async for event in stream.noack().events():
+            await runtime.on_work(pool, lane, stream, event)
+
+    app.agent(source, name=f"work-{pool}-{lane}")(work)

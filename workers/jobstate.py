@@ -1,0 +1,132 @@
+"""What a worker knows about a job, folded from ``brigade.job-events``: pure functions.
+
+The worker app follows the event log into a Faust table keyed by job id (``JobView`` as a
+JSON dict). Two decisions read it: whether a work item should be skipped (the job is
+finished, cancelled, or the item is a stale attempt), and whether this worker must send
+the job's callback. Both are pure functions of the view, tested without Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from schemas.records import (
+    JobCallbackAttempted,
+    JobCancelled,
+    JobCancelRequested,
+    JobDeadLettered,
+    JobFailed,
+    JobLeaseExpired,
+    JobQueued,
+    JobRetryScheduled,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+    WorkItem,
+)
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobView:
+    """The latest state of one job, as far as workers care."""
+
+    job_id: str
+    tenant_id: str = ""
+    status: str = "queued"
+    attempt: int = 0
+    pool: str | None = None
+    callback_url: str | None = None
+    cancel_requested: bool = False
+    callback_started: bool = False
+    callback_done: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job will not run again."""
+        return self.status in TERMINAL
+
+    def to_json(self) -> dict[str, Any]:
+        """The table value."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobView:
+        """Read a table value back (unknown keys from newer workers are ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def fold(view: JobView | None, event: object) -> JobView | None:
+    """Apply one job-events record; ``None`` when the record says nothing about a job."""
+    job_id = _job_id(event)
+    if job_id is None:
+        return view
+    base = view or JobView(job_id=job_id)
+    if view is not None and view.terminal and not isinstance(event, JobCallbackAttempted):
+        # A finished job stays finished: later records (a late JobFailed after a dead letter,
+        # a replayed start) must not resurrect it.
+        return view
+    return _apply(base, event)
+
+
+def _job_id(event: object) -> str | None:
+    envelope = getattr(event, "envelope", None)
+    return None if envelope is None else str(envelope.job_id)
+
+
+def _apply(view: JobView, event: object) -> JobView:  # noqa: C901 - a flat dispatch table
+    match event:
+        case JobSubmitted(spec=spec):
+            return replace(view, tenant_id=spec.tenant_id, callback_url=spec.callback_url)
+        case JobQueued(pool=pool, attempt=attempt):
+            return replace(view, status="queued", pool=pool, attempt=max(view.attempt, attempt))
+        case JobStarted(attempt=attempt):
+            return replace(view, status="running", attempt=max(view.attempt, attempt))
+        case JobRetryScheduled(attempt=attempt) | JobLeaseExpired(attempt=attempt):
+            return replace(view, status="queued", attempt=max(view.attempt, attempt))
+        case JobSucceeded(attempt=attempt):
+            return replace(view, status="succeeded", attempt=max(view.attempt, attempt))
+        case JobFailed(terminal=True):
+            return replace(view, status="failed")
+        case JobDeadLettered():
+            return replace(view, status="failed")
+        case JobCancelRequested():
+            return replace(view, cancel_requested=True)
+        case JobCancelled():
+            return replace(view, status="cancelled")
+        case JobCallbackAttempted(ok=True):
+            return replace(view, callback_done=True)
+    return view
+
+
+def skip_reason(view: JobView | None, item: WorkItem) -> str | None:
+    """Why ``item`` must not reach the model, or ``None`` when it should run.
+
+    An unknown job runs: the table may lag the work topic, and the processor drops an
+    outcome it does not expect, so running is the safe default.
+    """
+    if view is None:
+        return None
+    if view.terminal:
+        return f"job already {view.status}"
+    if view.cancel_requested:
+        return "cancel requested"
+    if item.attempt < view.attempt:
+        return f"stale attempt {item.attempt} (job is on attempt {view.attempt})"
+    return None
+
+
+def should_send_callback(view: JobView, *, my_pools: Collection[str], default_pool: str | None) -> bool:
+    """Whether this worker group owns the job's callback and has not started it yet.
+
+    Within a group, only the process owning the job's job-events partition sees the event;
+    across groups (one per pool set), the group serving the job's last pool sends it.
+    """
+    if not view.terminal or view.callback_url is None or view.callback_started or view.callback_done:
+        return False
+    pool = view.pool if view.pool is not None else default_pool
+    return pool is not None and pool in my_pools
