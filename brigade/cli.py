@@ -23,7 +23,9 @@ app.add_typer(topics_app, name="topics")
 console = Console()
 
 # Each subsystem adds its own commands; the CLI stays a thin switchboard.
-_SUBSYSTEM_CLIS = ("processors.cli", "projections.cli", "ingress.cli", "workers.cli", "brigade.stack")
+_SUBSYSTEM_CLIS = (
+    "processors.cli", "projections.cli", "ingress.cli", "workers.cli", "workers.cli_models", "brigade.stack",
+)
 
 
 @app.callback()
