@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import chdb.session
-import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow as pa
 
 from brigade.errors import ProjectionError
 from projections.backends.arrow import to_arrow_table
