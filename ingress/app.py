@@ -1,0 +1,138 @@
+"""The app factory and its lifespan: producer, lag monitor, chDB and the embedded projector."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from brigade.settings import Settings
+from ingress.backpressure import LagMonitor, processor_group
+from ingress.errors import ApiError
+from ingress.metrics import ApiMetrics
+from ingress.middleware import Authenticate, BodyLimit, ErrorBoundary, MetricsMiddleware
+from ingress.openapi import openapi_bytes
+from ingress.producer import CommandPublisher
+from ingress.routes import PUBLIC_PATHS, ROUTES
+from ingress.service import Ingress
+from ingress.tenants import TenantStore
+from projections.readmodel import ReadModel
+
+log = logging.getLogger(__name__)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    read_model: ReadModel | None = None,
+    tenants: TenantStore | None = None,
+    embedded_projector: bool | None = None,
+    lag_group: str | None = None,
+    lag_interval_s: float = 1.0,
+    produce_timeout_s: float = 15.0,
+) -> Starlette:
+    """Build the API.
+
+    Args:
+        settings: the deployment's settings.
+        read_model: answer status reads from this; by default the projections' ClickHouse read
+            model over ``settings.clickhouse_url`` when that package is available.
+        tenants: the tenant store; by default the tenants file of ``settings``.
+        embedded_projector: run the projector in this process (default: when the ClickHouse URL
+            is ``chdb://`` and no read model was given, since chDB files belong to one process).
+        lag_group: the consumer group whose lag drives back-pressure (default: the processor's).
+        lag_interval_s: how often the lag is sampled.
+        produce_timeout_s: how long a submission waits for the broker's ack before 503.
+    """
+    metrics = ApiMetrics()
+    ingress = Ingress(settings=settings, metrics=metrics, read_model=read_model)
+    ingress.produce_timeout_s = produce_timeout_s
+    store = tenants or TenantStore.from_settings(settings)
+    middleware = [
+        Middleware(ErrorBoundary),
+        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(BodyLimit, max_bytes=settings.api.max_body_bytes),
+        Middleware(
+            Authenticate, tenants=store, limiter=ingress.limiter, metrics=metrics, public=PUBLIC_PATHS
+        ),
+    ]
+    own_read_side = read_model is None
+    projector = (
+        embedded_projector
+        if embedded_projector is not None
+        else (own_read_side and settings.clickhouse_url.startswith("chdb://"))
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            ingress.publisher = CommandPublisher(
+                settings=settings, **{"message.timeout.ms": int(produce_timeout_s * 1000)}
+            )
+            stack.callback(ingress.publisher.close, 10.0)
+            ingress.lag = LagMonitor(
+                settings=settings, group=lag_group or processor_group(settings), interval_s=lag_interval_s
+            )
+            ingress.lag.start()
+            stack.callback(ingress.lag.stop)
+            if own_read_side:
+                ingress.read_model = _open_read_side(settings, stack, run_projector=projector)
+            yield
+
+    app = Starlette(
+        routes=ROUTES, middleware=middleware, lifespan=lifespan, exception_handlers={ApiError: _api_error}
+    )
+    app.state.ingress = ingress
+    app.state.openapi = openapi_bytes(settings)
+    return app
+
+
+def _open_read_side(
+    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool
+) -> ReadModel | None:
+    """The projections' ClickHouse read model (and projector), when that package is present."""
+    try:
+        backends = importlib.import_module("projections.backends")
+        queries = importlib.import_module("projections.queries")
+    except ImportError as exc:
+        log.warning("projections unavailable (%s): status reads come from this process only", exc)
+        return None
+    clickhouse = backends.connect(settings.clickhouse_url)
+    stack.callback(clickhouse.close)
+    _migrate(clickhouse)
+    if run_projector:
+        _start_projector(settings, clickhouse, stack)
+    model: ReadModel = queries.ClickHouseReadModel(clickhouse)
+    return model
+
+
+def _migrate(clickhouse: Any) -> None:
+    try:
+        migrations = importlib.import_module("projections.migrations")
+    except ImportError:
+        return
+    migrations.apply_migrations(clickhouse, migrations.MIGRATIONS)
+
+
+def _start_projector(settings: Settings, clickhouse: Any, stack: contextlib.AsyncExitStack) -> None:
+    try:
+        module = importlib.import_module("projections.projector")
+    except ImportError as exc:
+        log.warning("projector unavailable (%s): the read model will not advance here", exc)
+        return
+    projector = module.Projector(settings=settings, clickhouse=clickhouse)
+    projector.start()
+    stop: Callable[[], Any] = projector.stop
+    stack.callback(stop)

@@ -1,0 +1,302 @@
+"""Publishing commands to ``brigade.commands``: the API's publisher and the producer SDK.
+
+``CommandPublisher`` owns one confluent-kafka producer (idempotent, ``acks=all``) and a
+thread that serves its delivery reports, so ``publish`` returns a future that completes
+when the broker has the message durably; async callers await it without blocking the loop.
+
+``JobProducer`` is the SDK for Python services that skip HTTP: the same validation,
+deterministic job ids and oversize offload as the API, batching through the client's
+``linger.ms``, and a delivery-report future per job::
+
+    with JobProducer(settings=settings, tenant_id="acme") as producer:
+        receipts = [producer.submit({"input": "hello"}) for _ in range(10)]
+        producer.flush()
+        print([r.result().job_id for r in receipts])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaException, Message
+from confluent_kafka import Producer as KafkaProducer
+
+from brigade.errors import KafkaError
+from brigade.kafka.clients import producer_config
+from brigade.kafka.topology import Topology
+from brigade.settings import Settings
+from ingress.commands import JobValidationError, PreparedJob, cancel_command, parse_request, prepare
+from ingress.idempotency import Accepted, RecentJobs
+from ingress.models import FieldError, JobRequest
+from ingress.objectstore import write_bytes
+from schemas.codec import Codec
+from schemas.records import CancelJob, SubmitJob
+
+_BUFFER_RETRY_S = 0.005
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """Where the broker stored a message."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """A job durably in the commands topic."""
+
+    job_id: str
+    payload_sha256: str
+    delivery: Delivery
+
+
+class JobConflict(JobValidationError):
+    """The same idempotency key was used with a different payload."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            [
+                FieldError(
+                    loc=["idempotencyKey"],
+                    field="idempotencyKey",
+                    msg="key already used with a different payload",
+                    type="conflict",
+                )
+            ]
+        )
+        self.job_id = job_id
+
+
+class CommandPublisher:
+    """One durable producer plus the thread that serves its delivery reports."""
+
+    def __init__(self, *, settings: Settings, poll_interval_s: float = 0.05, **overrides: Any) -> None:
+        self.topic = Topology(settings).commands
+        self._codec = Codec()
+        self._producer = KafkaProducer(producer_config(settings, **overrides))
+        self._poll_interval_s = poll_interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve_reports, name="command-publisher", daemon=True)
+        self._thread.start()
+
+    def _serve_reports(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(self._poll_interval_s)
+
+    def publish(self, record: SubmitJob | CancelJob, *, key: str) -> Future[Delivery]:
+        """Queue ``record`` keyed by ``key``; the future completes on the broker's ack.
+
+        Raises:
+            BufferError: the client's local queue is full (callers back off and retry).
+        """
+        future: Future[Delivery] = Future()
+        self._producer.produce(
+            self.topic,
+            value=self._codec.encode(record),
+            key=key.encode(),
+            on_delivery=lambda err, msg: _settle(future, err, msg),
+        )
+        return future
+
+    def publish_blocking(
+        self, record: SubmitJob | CancelJob, *, key: str, timeout_s: float = 30.0
+    ) -> Future[Delivery]:
+        """``publish`` that waits (briefly, repeatedly) while the local queue is full."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.publish(record, key=key)
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_BUFFER_RETRY_S)
+
+    async def publish_async(
+        self, record: SubmitJob | CancelJob, *, key: str, timeout_s: float = 30.0
+    ) -> Delivery:
+        """Publish and await the broker's ack without blocking the event loop.
+
+        Raises:
+            KafkaError: the broker did not take the message.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                future = self.publish(record, key=key)
+                break
+            except BufferError as exc:
+                if time.monotonic() > deadline:
+                    raise KafkaError("the producer's local queue stayed full") from exc
+                await asyncio.sleep(_BUFFER_RETRY_S)
+        return await asyncio.wrap_future(future)
+
+    async def publish_many_async(
+        self, items: list[tuple[SubmitJob | CancelJob, str]], *, timeout_s: float = 30.0
+    ) -> list[Delivery | BaseException]:
+        """Publish many records (the client batches them) and await every ack; per-item outcomes."""
+        futures = [self.publish_blocking(record, key=key, timeout_s=timeout_s) for record, key in items]
+        if futures:
+            await asyncio.to_thread(wait_futures, futures, timeout_s)
+        return [_outcome(f) for f in futures]
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for outstanding deliveries; the number still pending."""
+        pending: int = self._producer.flush(timeout_s)
+        return pending
+
+    def reachable(self, timeout_s: float = 2.0) -> set[str]:
+        """The broker's topic names (raises KafkaError when it does not answer)."""
+        try:
+            return set(self._producer.list_topics(timeout=timeout_s).topics)
+        except KafkaException as exc:
+            raise KafkaError(f"broker unreachable: {exc}") from exc
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush and stop the report thread. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self.flush(timeout_s)
+        self._stopping.set()
+        self._thread.join(timeout=max(1.0, self._poll_interval_s * 4))
+
+
+def _outcome(future: Future[Delivery]) -> Delivery | BaseException:
+    if not future.done():
+        return KafkaError("no delivery report in time")
+    return future.exception() or future.result()
+
+
+def _settle(future: Future[Delivery], err: Any, msg: Message) -> None:
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(KafkaError(f"delivery failed: {err}"))
+    else:
+        future.set_result(
+            Delivery(topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0)
+        )
+
+
+class JobProducer:
+    """The producer SDK: publish validated jobs for one tenant straight to the commands topic."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        tenant_id: str,
+        allow_private_callbacks: bool = False,
+        publisher: CommandPublisher | None = None,
+        remember: int = 100_000,
+    ) -> None:
+        if not tenant_id:
+            raise ValueError("JobProducer needs a tenant_id")
+        self._settings = settings
+        self._tenant_id = tenant_id
+        self._allow_private = allow_private_callbacks
+        self._owns_publisher = publisher is None
+        self._publisher = publisher or CommandPublisher(settings=settings)
+        self._recent = RecentJobs(capacity=remember)
+
+    def prepare(
+        self, request: JobRequest | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> PreparedJob:
+        """Validate and build the job without publishing it.
+
+        Raises:
+            JobValidationError: the request is invalid.
+            JobConflict: this producer already sent the key with another payload.
+        """
+        job = prepare(
+            parse_request(request),
+            settings=self._settings,
+            tenant_id=self._tenant_id,
+            idempotency_key=idempotency_key,
+            allow_private_callbacks=self._allow_private,
+        )
+        known = self._recent.get(job.job_id)
+        if known is not None and known.payload_hash != job.payload_hash:
+            raise JobConflict(job.job_id)
+        return job
+
+    def _send(self, job: PreparedJob) -> Future[Receipt]:
+        if job.offload is not None and job.spec.payload_ref is not None:
+            write_bytes(job.spec.payload_ref, job.offload)
+        delivery = self._publisher.publish_blocking(job.command(), key=job.job_id)
+        self._recent.remember(
+            Accepted(
+                job_id=job.job_id,
+                tenant_id=self._tenant_id,
+                payload_hash=job.payload_hash,
+                priority=job.spec.priority,
+                created_at=job.spec.created_at,
+            )
+        )
+        return _map_future(
+            delivery, lambda d: Receipt(job_id=job.job_id, payload_sha256=job.payload_hash, delivery=d)
+        )
+
+    def submit(
+        self, request: JobRequest | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Future[Receipt]:
+        """Validate and publish one job; the future completes on the broker's ack."""
+        return self._send(self.prepare(request, idempotency_key=idempotency_key))
+
+    def submit_many(self, requests: Iterable[JobRequest | Mapping[str, Any]]) -> list[Future[Receipt]]:
+        """Publish many jobs (the client batches them); one future each, in order."""
+        return [self.submit(request) for request in requests]
+
+    async def submit_async(
+        self, request: JobRequest | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Receipt:
+        """``submit`` for async code: awaits the delivery report."""
+        return await asyncio.wrap_future(self.submit(request, idempotency_key=idempotency_key))
+
+    def cancel(self, job_id: str, *, reason: str | None = None) -> Future[Delivery]:
+        """Ask the job processor to cancel one of this tenant's jobs."""
+        command = cancel_command(tenant_id=self._tenant_id, job=job_id, reason=reason)
+        return self._publisher.publish_blocking(command, key=job_id)
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for outstanding deliveries; the number still pending."""
+        return self._publisher.flush(timeout_s)
+
+    def close(self) -> None:
+        """Flush, and close the publisher when this producer created it."""
+        if self._owns_publisher:
+            self._publisher.close()
+        else:
+            self._publisher.flush()
+
+    def __enter__(self) -> JobProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _map_future(source: Future[Delivery], fn: Any) -> Future[Receipt]:
+    target: Future[Receipt] = Future()
+
+    def _done(done: Future[Delivery]) -> None:
+        error = done.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(fn(done.result()))
+
+    source.add_done_callback(_done)
+    return target

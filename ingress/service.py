@@ -1,0 +1,248 @@
+"""What the routes call: submission with idempotency and shedding, and tenant-scoped reads.
+
+Routes stay thin (parse, call, shape the answer); the rules live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from brigade.errors import KafkaError
+from brigade.kafka.topology import Topology
+from brigade.settings import Settings
+from ingress.backpressure import LagMonitor
+from ingress.commands import JobValidationError, PreparedJob, cancel_command, prepare
+from ingress.errors import ApiError, not_found
+from ingress.idempotency import Accepted, RecentJobs, SingleFlight
+from ingress.metrics import ApiMetrics
+from ingress.models import JobRequest
+from ingress.objectstore import read_bytes, write_bytes
+from ingress.producer import CommandPublisher
+from ingress.ratelimit import RateLimiter
+from ingress.tenants import Tenant
+from projections.readmodel import JobEventView, JobStatus, ReadModel
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+_SHED_RETRY_AFTER = {"soft": "5", "hard": "10"}
+_WAIT_POLL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submitted:
+    """The outcome of one accepted (or recognised) submission."""
+
+    job_id: str
+    status: str
+    duplicate: bool
+
+
+def validation_error(exc: JobValidationError) -> ApiError:
+    """422 naming the fields."""
+    return ApiError(422, "validation_error", str(exc), fields=exc.fields)
+
+
+class Ingress:
+    """The API's state and rules; resources are attached by the app's lifespan."""
+
+    def __init__(self, *, settings: Settings, metrics: ApiMetrics, read_model: ReadModel | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.read_model = read_model
+        self.publisher: CommandPublisher | None = None
+        self.lag: LagMonitor | None = None
+        self.limiter = RateLimiter()
+        self.recent = RecentJobs()
+        self.flights = SingleFlight()
+        self.produce_timeout_s = 15.0
+
+    def required_topics(self) -> list[str]:
+        """Topics the API needs: it writes commands, the projector reads job events."""
+        topology = Topology(self.settings)
+        return [topology.commands, topology.job_events]
+
+    # ---- submission -------------------------------------------------------------------
+
+    def prepare(self, tenant: Tenant, request: JobRequest, key: str | None) -> PreparedJob:
+        """Validate against deployment limits and build the job (raises 422)."""
+        try:
+            return prepare(
+                request,
+                settings=self.settings,
+                tenant_id=tenant.tenant_id,
+                idempotency_key=key,
+                allow_private_callbacks=tenant.allow_private_callbacks,
+            )
+        except JobValidationError as exc:
+            raise validation_error(exc) from exc
+
+    def shed(self, priority: str) -> ApiError | None:
+        """A 503 when the processor's backlog says this priority must wait."""
+        level = self.lag.level() if self.lag is not None else "ok"
+        if level == "ok" or (level == "soft" and priority == "interactive"):
+            return None
+        self.metrics.shed.labels(priority, level).inc()
+        return ApiError(
+            503,
+            "overloaded",
+            f"the job backlog is over its {level} limit; retry later",
+            headers={"Retry-After": _SHED_RETRY_AFTER[level]},
+        )
+
+    async def submit(self, tenant: Tenant, job: PreparedJob, *, consult_read_model: bool = True) -> Submitted:
+        """Publish ``job`` once; a repeat answers the existing job, a changed payload 409s."""
+        async with self.flights.hold(job.job_id):
+            known = await self._known_hash(tenant, job, consult_read_model)
+            if known is not None:
+                return self._repeat(tenant, job, known)
+            refusal = self.shed(job.spec.priority)
+            if refusal is not None:
+                raise refusal
+            await self.publish(tenant, job)
+            return Submitted(job_id=job.job_id, status="queued", duplicate=False)
+
+    async def _known_hash(self, tenant: Tenant, job: PreparedJob, consult: bool) -> tuple[str, str] | None:
+        recent = self.recent.get(job.job_id)
+        if recent is not None and recent.tenant_id == tenant.tenant_id:
+            return recent.payload_hash, "queued"
+        # Without a key the id is the payload hash, so an older job cannot conflict: the
+        # processor dedupes it, and the read model need not be asked.
+        if not consult or self.read_model is None or job.spec.idempotency_key is None:
+            return None
+        status = await self.job_status(tenant.tenant_id, job.job_id)
+        if status is None:
+            return None
+        return await self._projected_hash(tenant.tenant_id, job) or job.payload_hash, status.status
+
+    async def _projected_hash(self, tenant_id: str, job: PreparedJob) -> str | None:
+        for event in await self.events(tenant_id, job.job_id):
+            found = _find_hash(event.detail)
+            if found is not None:
+                return found
+        return None
+
+    def _repeat(self, tenant: Tenant, job: PreparedJob, known: tuple[str, str]) -> Submitted:
+        payload_hash, status = known
+        if payload_hash != job.payload_hash:
+            raise ApiError(
+                409,
+                "idempotency_conflict",
+                "this idempotency key was already used with a different payload",
+                job_id=job.job_id,
+            )
+        self.metrics.duplicates.labels(tenant.tenant_id).inc()
+        return Submitted(job_id=job.job_id, status=status, duplicate=True)
+
+    async def publish(self, tenant: Tenant, job: PreparedJob) -> None:
+        """Offload an oversize input, produce the command, wait for the durable ack."""
+        assert self.publisher is not None, "the lifespan attaches the publisher"
+        if job.offload is not None and job.spec.payload_ref is not None:
+            await run_in_threadpool(write_bytes, job.spec.payload_ref, job.offload)
+        started = time.perf_counter()
+        try:
+            await self.publisher.publish_async(
+                job.command(), key=job.job_id, timeout_s=self.produce_timeout_s
+            )
+        except KafkaError as exc:
+            raise ApiError(
+                503, "broker_unavailable", f"the job could not be stored: {exc}", headers={"Retry-After": "5"}
+            ) from exc
+        self.metrics.produce_seconds.observe(time.perf_counter() - started)
+        self.remember(tenant, job)
+
+    def remember(self, tenant: Tenant, job: PreparedJob) -> None:
+        """Record an accepted job (for idempotency and read-your-writes)."""
+        self.recent.remember(
+            Accepted(
+                job_id=job.job_id,
+                tenant_id=tenant.tenant_id,
+                payload_hash=job.payload_hash,
+                priority=job.spec.priority,
+                created_at=job.spec.created_at,
+            )
+        )
+        self.metrics.accepted.labels(tenant.tenant_id, job.spec.priority).inc()
+
+    # ---- reads ------------------------------------------------------------------------
+
+    async def job_status(self, tenant_id: str, job_id: str) -> JobStatus | None:
+        """The projected status, else what this process published a moment ago, else None."""
+        if self.read_model is not None:
+            status = await run_in_threadpool(self.read_model.job, tenant_id, job_id)
+            if status is not None:
+                return status
+        recent = self.recent.get(job_id)
+        if recent is None or recent.tenant_id != tenant_id:
+            return None
+        return JobStatus(
+            job_id=job_id,
+            tenant_id=tenant_id,
+            status="queued",
+            attempts=0,
+            created_at=recent.created_at,
+            updated_at=recent.created_at,
+            sequence=0,
+            priority=recent.priority,
+        )
+
+    async def require(self, tenant_id: str, job_id: str) -> JobStatus:
+        """The job's status, or 404."""
+        status = await self.job_status(tenant_id, job_id)
+        if status is None:
+            raise not_found(job_id)
+        return status
+
+    async def events(self, tenant_id: str, job_id: str) -> list[JobEventView]:
+        """The job's projected events (empty when not projected yet)."""
+        if self.read_model is None:
+            return []
+        return await run_in_threadpool(self.read_model.events, tenant_id, job_id)
+
+    async def output(self, status: JobStatus) -> Any:
+        """The result of a succeeded job, parsed from JSON (inline or from the object store)."""
+        if status.result_inline is not None:
+            return json.loads(status.result_inline)
+        if status.result_ref is not None:
+            return json.loads(await run_in_threadpool(read_bytes, status.result_ref))
+        return None
+
+    async def wait(self, tenant_id: str, job_id: str, seconds: float) -> JobStatus | None:
+        """Poll until the job is terminal or ``seconds`` pass; the last status seen."""
+        deadline = time.monotonic() + seconds
+        status = await self.job_status(tenant_id, job_id)
+        while (status is None or status.status not in TERMINAL) and time.monotonic() < deadline:
+            await asyncio.sleep(_WAIT_POLL_S)
+            status = await self.job_status(tenant_id, job_id)
+        return status
+
+    async def cancel(self, tenant: Tenant, job_id: str, reason: str | None) -> JobStatus:
+        """Produce a CancelJob for a known, unfinished job (404 unknown, 409 finished)."""
+        status = await self.require(tenant.tenant_id, job_id)
+        if status.status in TERMINAL:
+            raise ApiError(409, "job_finished", f"job is already {status.status}", job_id=job_id)
+        assert self.publisher is not None, "the lifespan attaches the publisher"
+        command = cancel_command(tenant_id=tenant.tenant_id, job=job_id, reason=reason, now=datetime.now(UTC))
+        try:
+            await self.publisher.publish_async(command, key=job_id, timeout_s=self.produce_timeout_s)
+        except KafkaError as exc:
+            raise ApiError(
+                503,
+                "broker_unavailable",
+                f"the cancellation could not be stored: {exc}",
+                headers={"Retry-After": "5"},
+            ) from exc
+        return status
+
+
+def _find_hash(detail: dict[str, Any]) -> str | None:
+    for key in ("payload_sha256", "payloadSha256"):
+        if isinstance(detail.get(key), str):
+            return str(detail[key])
+    spec = detail.get("spec")
+    return _find_hash(spec) if isinstance(spec, dict) else None
