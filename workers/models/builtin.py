@@ -48,7 +48,7 @@ class EmbeddingModel:
         self._model = model
         self.name = name
         self.max_seq_length = max_seq_length
-        self.dimension = int(model.get_sentence_embedding_dimension())
+        self.dimension = int(model.get_embedding_dimension())
 
     @classmethod
     def load(
@@ -91,18 +91,24 @@ class EmbeddingModel:
 class BuiltinEmbeddingClient:
     """``ModelClient`` over the in-process model; ``encode`` runs on a single worker thread.
 
-    The model loads on first use (or ``await client.start()``), once per client.
+    The model loads on first use (or ``await client.start()``), once per client, unless an
+    already loaded ``engine`` is passed in.
     """
 
     def __init__(
-        self, *, model: str = DEFAULT_MODEL_NAME, path: Path | None = None, threads: int | None = None
+        self,
+        *,
+        model: str = DEFAULT_MODEL_NAME,
+        path: Path | None = None,
+        threads: int | None = None,
+        engine: EmbeddingModel | None = None,
     ) -> None:
         self.model = model
         self._path = path
         self._threads = threads
         # One thread: torch parallelises inside encode; two encodes at once would only contend.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brigade-model")
-        self._engine: EmbeddingModel | None = None
+        self._engine = engine
         self._loading = asyncio.Lock()
 
     async def start(self) -> None:

@@ -1,0 +1,153 @@
+"""The built-in model server and client over the real all-MiniLM-L6-v2 (loaded once here)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import re
+from array import array
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from brigade.errors import Permanent
+from brigade.settings import PoolSettings
+from workers.models import InferenceRequest, InferenceResult
+from workers.models.builtin import BuiltinEmbeddingClient, EmbeddingModel
+from workers.models.openai import OpenAIEmbeddingsClient
+from workers.server import create_app
+
+from .uvicorn_server import serve
+
+pytestmark = pytest.mark.slow
+
+GUITAR, PARAPHRASE, UNRELATED = (
+    "A man is playing a guitar.",
+    "Someone plays the guitar.",
+    "The stock market fell today.",
+)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> EmbeddingModel:
+    return EmbeddingModel.load(threads=2)
+
+
+@pytest.fixture(scope="module")
+def server(minilm: EmbeddingModel) -> Iterator[str]:
+    with serve(create_app(loader=lambda: minilm, max_batch_size=64)) as url:
+        yield url
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return math.fsum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+        math.fsum(x * x for x in a) * math.fsum(y * y for y in b)
+    )
+
+
+def test_real_embeddings_are_normalised_and_semantic(server: str) -> None:
+    response = httpx.post(
+        f"{server}/v1/embeddings", json={"input": [GUITAR, PARAPHRASE, UNRELATED]}, timeout=30
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "list" and body["model"] == "all-MiniLM-L6-v2"
+    assert [d["index"] for d in body["data"]] == [0, 1, 2]
+    guitar, paraphrase, unrelated = (d["embedding"] for d in body["data"])
+    assert len(guitar) == 384
+    assert math.isclose(math.sqrt(math.fsum(x * x for x in guitar)), 1.0, abs_tol=1e-4)
+    similar, different = cosine(guitar, paraphrase), cosine(guitar, unrelated)
+    assert similar > 0.6 and different < 0.2 and similar - different > 0.5
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 10
+
+
+def test_single_string_input_and_base64_format(server: str) -> None:
+    plain = httpx.post(f"{server}/v1/embeddings", json={"input": GUITAR}, timeout=30).json()
+    packed = httpx.post(
+        f"{server}/v1/embeddings", json={"input": GUITAR, "encoding_format": "base64"}, timeout=30
+    ).json()
+    decoded = array("f")
+    decoded.frombytes(base64.b64decode(packed["data"][0]["embedding"]))
+    assert list(decoded) == pytest.approx(plain["data"][0]["embedding"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"input": []}, 400, "input"),
+        ({"input": [1, 2]}, 400, "input"),
+        ({}, 400, "input"),
+        ({"input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
+        ({"input": "x", "model": "gpt-4"}, 404, "model"),
+    ],
+)
+def test_bad_input_gets_openai_error_bodies(
+    server: str, body: dict[str, object], status: int, param: str
+) -> None:
+    response = httpx.post(f"{server}/v1/embeddings", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_models_health_and_metrics(server: str) -> None:
+    assert httpx.get(f"{server}/v1/models").json()["data"][0]["id"] == "all-MiniLM-L6-v2"
+    assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
+    metrics = httpx.get(f"{server}/metrics").text
+    assert "brigade_model_requests_total" in metrics and "brigade_model_inference_seconds" in metrics
+
+
+async def test_concurrent_requests_are_micro_batched(server: str) -> None:
+    def model_calls() -> float:
+        text = httpx.get(f"{server}/metrics").text
+        match = re.search(r"^brigade_model_batch_size_count (\S+)$", text, re.MULTILINE)
+        assert match is not None
+        return float(match.group(1))
+
+    before = model_calls()
+    async with httpx.AsyncClient(timeout=60) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(f"{server}/v1/embeddings", json={"input": f"sentence number {i}"})
+                for i in range(24)
+            )
+        )
+        direct = (await client.post(f"{server}/v1/embeddings", json={"input": "sentence number 5"})).json()
+    assert all(r.status_code == 200 for r in responses)
+    # Every request got its own text's vector back, not a neighbour's.
+    assert responses[5].json()["data"][0]["embedding"] == pytest.approx(
+        direct["data"][0]["embedding"], abs=1e-5
+    )
+    assert model_calls() - before < 24
+
+
+async def test_openai_client_against_the_builtin_server(server: str) -> None:
+    client = OpenAIEmbeddingsClient.from_pool(PoolSettings(model="all-MiniLM-L6-v2", endpoint=server))
+    try:
+        outcomes = await client.infer(
+            [
+                InferenceRequest(job_id=str(i), input=t, model="all-MiniLM-L6-v2")
+                for i, t in enumerate([GUITAR, UNRELATED])
+            ]
+        )
+    finally:
+        await client.aclose()
+    assert [o.job_id for o in outcomes if isinstance(o, InferenceResult)] == ["0", "1"]
+
+
+async def test_in_process_builtin_client(minilm: EmbeddingModel) -> None:
+    client = BuiltinEmbeddingClient(engine=minilm)
+    batch = [
+        InferenceRequest(job_id="a", input=GUITAR, model="all-MiniLM-L6-v2"),
+        InferenceRequest(job_id="b", input={"messages": []}, model="all-MiniLM-L6-v2"),
+        InferenceRequest(job_id="c", input=PARAPHRASE, model="all-MiniLM-L6-v2"),
+    ]
+    try:
+        a, b, c = await client.infer(batch)
+    finally:
+        await client.aclose()
+    assert isinstance(a, InferenceResult) and isinstance(c, InferenceResult) and isinstance(b, Permanent)
+    assert a.job_id == "a" and len(a.output["embedding"]) == 384 and a.tokens > 5
+    assert cosine(a.output["embedding"], c.output["embedding"]) > 0.6
