@@ -91,7 +91,7 @@ def _drain(
             partition, offset = position(message)
             if partition not in remaining or offset >= ends[partition]:
                 continue
-            batch.append(LogRecord(partition, offset, message.value() or b""))
+            batch.append(LogRecord(partition, offset, message.value() or b"", message.key()))
             if offset + 1 >= ends[partition]:
                 remaining.discard(partition)
         if batch:

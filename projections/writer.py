@@ -58,6 +58,7 @@ class LogRecord(NamedTuple):
     partition: int
     offset: int
     value: bytes
+    key: bytes | None = None
 
 
 @dataclass
