@@ -108,12 +108,12 @@ def latencies(ch: ClickHouse, *, since: datetime, until: datetime, tenant_id: st
 def failure_reasons(
     ch: ClickHouse, *, since: datetime, until: datetime, tenant_id: str | None = None, limit: int = 10
 ) -> Report:
-    """The most frequent failure reasons (every failed attempt counts)."""
+    """The most frequent failure reasons: every failed attempt counts once, retried or final."""
     sql = f"""
         SELECT reason AS reason, error_class AS error_class, count() AS failures,
-               countIf(terminal = 1) AS terminal, uniqExact(job_id) AS jobs
+               countIf(event_type = 'JobFailed' AND terminal = 1) AS terminal, uniqExact(job_id) AS jobs
         FROM job_events FINAL
-        WHERE event_type = 'JobFailed'
+        WHERE event_type IN ('JobFailed', 'JobRetryScheduled')
           AND occurred_at >= {{since:DateTime64(6, 'UTC')}} AND occurred_at < {{until:DateTime64(6, 'UTC')}}
           {{TENANT}}
         GROUP BY reason, error_class ORDER BY failures DESC, reason LIMIT {int(limit)}"""

@@ -67,23 +67,21 @@ def _attempt_start(s: _Script, attempt: int, pool: str, model: str) -> list[r.Li
 
 
 def _retry(s: _Script, attempt: int, *, rate_limited: bool) -> list[r.LifecycleEvent]:
-    error_class, reason = ("RateLimited", "HTTP 429") if rate_limited else ("Transient", "timeout")
-    failed = r.JobFailed(envelope=s.envelope("failed", attempt, s.rng.uniform(10, 100)), attempt=attempt,
-                         reason=reason, error_class=error_class, terminal=False)
-    due = s.at + timedelta(seconds=1)
-    retry = r.JobRetryScheduled(envelope=s.envelope("retry", attempt), attempt=attempt, delay_ms=1000,
-                                reason=reason, due_at=due, tier="1s",
-                                retry_after_ms=1000 if rate_limited else None)
-    return [failed, retry]
+    # As the processor does: a retryable failure is one JobRetryScheduled for the next attempt.
+    reason = "HTTP 429: rate limited" if rate_limited else "timeout"
+    envelope = s.envelope("retry_scheduled", attempt, s.rng.uniform(10, 100))
+    return [r.JobRetryScheduled(envelope=envelope, attempt=attempt + 1, delay_ms=1000, reason=reason,
+                                due_at=s.at + timedelta(seconds=1), tier="1s",
+                                retry_after_ms=1000 if rate_limited else None)]
 
 
 def _ending(s: _Script, attempt: int, model: str, path: Path) -> list[r.LifecycleEvent]:
     if path == "dead_lettered":
         failed = r.JobFailed(envelope=s.envelope("failed", attempt, s.rng.uniform(10, 100)),
-                             attempt=attempt, reason="model error: bad input", error_class="Permanent",
-                             terminal=True)
-        dead = r.JobDeadLettered(envelope=s.envelope("dead-lettered", attempt), attempts=attempt,
-                                 reason="model error: bad input", errors=["timeout", "bad input"])
+                             attempt=attempt, reason="max_attempts_exhausted: bad input",
+                             error_class="Permanent", terminal=True)
+        dead = r.JobDeadLettered(envelope=s.envelope("dead_lettered", attempt), attempts=attempt,
+                                 reason="max_attempts_exhausted", errors=["timeout", "bad input"])
         return [failed, dead]
     if path == "cancelled":
         requested = r.JobCancelRequested(envelope=s.envelope("cancel-requested", attempt), reason="user")
