@@ -108,7 +108,8 @@ def test_reports_on_a_known_stream(clickhouse: ClickHouse, model: ClickHouseRead
     throughput = reports.throughput(clickhouse, **WINDOW).as_dicts()
     assert sum(row["submitted"] for row in throughput) == 20
     assert "tenant,pool" in reports.throughput(clickhouse, **WINDOW).to_csv()
-    outside = reports.success_rate(clickhouse, since=START + timedelta(hours=2), until=START + timedelta(hours=3))
+    later = {"since": START + timedelta(hours=2), "until": START + timedelta(hours=3)}
+    outside = reports.success_rate(clickhouse, **later)
     assert outside.rows == []
 
 
