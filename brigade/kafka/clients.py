@@ -22,7 +22,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 2,
-        "compression.type": "lz4",
+        # No lz4: Faust's aiokafka consumers decode only gzip without the optional cramjam
+        # package, and would crash on lz4 batches written by confluent producers.
+        "compression.type": "none",
         # Same key -> same partition as Faust/aiokafka (Java murmur2): the job processor's
         # state for a job lives on the partition its key hashes to on every topic.
         "partitioner": "murmur2_random",
