@@ -1,0 +1,131 @@
+"""The processors' Faust app, built by a factory from explicit settings.
+
+``create_app(settings)`` wires one job-processor agent (commands + outcomes, keyed by job
+id), its state table, the lease/deadline timer and the delay tiers. Nothing is created at
+import time: tests build as many apps as they like, each with its own settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+import mode
+
+from brigade.kafka.topology import Topology
+from brigade.settings import Settings
+from processors.delay import DelayTiers
+from processors.jobs import Incoming, JobProcessor
+from processors.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def default_store() -> str:
+    """``rocksdb://`` where rocksdict is installed, else ``memory://`` (restored from the changelog)."""
+    return "rocksdb://" if importlib.util.find_spec("rocksdict") is not None else "memory://"
+
+
+def create_app(settings: Settings, *, store: str | None = None, node: str = "processor-0",
+               batch_max: int = 500, batch_within_s: float = 0.005, delay_tiers: bool = True,
+               metrics: Metrics | None = None) -> faust.App:
+    """Build the processors' Faust app for ``settings``.
+
+    Args:
+        store: Faust table store URL; ``memory://`` in tests, ``rocksdb://`` in production.
+        node: this process's name; its RocksDB files live under ``<data_dir>/processors/<node>``.
+        batch_max, batch_within_s: the agent decides up to ``batch_max`` inputs at once and
+            waits at most ``batch_within_s`` to fill a batch.
+        delay_tiers: also run the delay-tier agent in this process.
+        metrics: where to count; a fresh registry by default (``app.brigade_metrics``).
+    """
+    topology = Topology(settings)
+    metrics = metrics or Metrics()
+    datadir = settings.path("processors", node)
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.kafka.topic_prefix}-processor",
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        store=store or default_store(),
+        datadir=str(datadir),
+        topic_replication_factor=settings.topics.replication,
+        topic_partitions=settings.topics.partitions,
+        web_enabled=False,
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+    )
+    table = app.Table("jobs", partitions=settings.topics.partitions, key_type=bytes,
+                      value_type=bytes, use_partitioner=True, default=None)
+    processor = JobProcessor(settings=settings, table=table, send=_sender(app), metrics=metrics)
+    _install_agent(app, topology, processor, batch_max, batch_within_s)
+    _install_timer(app, settings, processor)
+
+    @table.on_recover
+    async def _rebuild_alarms() -> None:
+        processor.rebuild_alarms()
+
+    if delay_tiers:
+        _install_delay(app, DelayTiers(settings=settings, metrics=metrics))
+    app.brigade_processor = processor  # type: ignore[attr-defined]
+    app.brigade_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def _sender(app: faust.App) -> Any:
+    topics: dict[str, Any] = {}
+
+    async def send(name: str, key: bytes, value: bytes) -> Awaitable[object]:
+        topic = topics.get(name)
+        if topic is None:
+            topic = topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
+        future: Awaitable[object] = await topic.send(key=key, value=value)
+        return future
+
+    return send
+
+
+def _install_agent(app: faust.App, topology: Topology, processor: JobProcessor, batch_max: int,
+                   batch_within_s: float) -> None:
+    source = app.topic(topology.commands, topology.outcomes, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name="job-processor")
+    async def job_processor(stream: Any) -> None:
+        async for events in stream.take_events(batch_max, within=batch_within_s):
+            await processor.process([_incoming(event) for event in events])
+
+
+def _incoming(event: Any) -> Incoming:
+    message = event.message
+    return Incoming(topic=message.topic, partition=message.partition, offset=message.offset,
+                    key=message.key, value=message.value or b"", timestamp=message.timestamp)
+
+
+def _install_timer(app: faust.App, settings: Settings, processor: JobProcessor) -> None:
+    @app.timer(settings.retry.lease_check_interval_s, name="lease-check")  # type: ignore[untyped-decorator]
+    async def lease_check() -> None:
+        await processor.check()
+
+
+def _install_delay(app: faust.App, delay: DelayTiers) -> None:
+    @app.service
+    class DelayService(mode.Service):
+        """Runs the delay tiers' consumer thread for as long as the worker runs."""
+
+        async def on_start(self) -> None:
+            delay.start()
+
+        async def on_stop(self) -> None:
+            await asyncio.to_thread(delay.stop)
+
+
+def run_worker(app: faust.App, *, loglevel: str = "info") -> None:
+    """Run a Faust worker for ``app`` until SIGINT/SIGTERM (blocks)."""
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()

@@ -1,0 +1,44 @@
+"""``brigade processors``: run a job-processor worker (several share the partitions)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Annotated
+
+import typer
+
+from brigade.settings import Settings
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``processors`` command to the ``brigade`` CLI."""
+    app.command("processors")(processors)
+
+
+def processors(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Option(help="This process's name (RocksDB files, logs).")] = "",
+    store: Annotated[str, typer.Option(help="Table store URL; default rocksdb:// if available.")] = "",
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics here (0: off).")] = 0,
+    loglevel: Annotated[str, typer.Option(help="Faust worker log level.")] = "info",
+    delay_tiers: Annotated[bool, typer.Option(help="Also run the delay-tier agent.")] = True,
+) -> None:
+    """Start a job-processor worker: state machine, routing, retries, leases, cancellation."""
+    run(ctx.obj, node=node, store=store, metrics_port=metrics_port, loglevel=loglevel,
+        delay_tiers=delay_tiers)
+
+
+def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: int = 0,
+        loglevel: str = "info", delay_tiers: bool = True) -> None:
+    """Build the app for ``settings`` and run its worker until stopped."""
+    from prometheus_client import start_http_server
+
+    from processors.app import create_app, run_worker
+
+    app = create_app(settings, store=store or None, node=node or f"{socket.gethostname()}-processor",
+                     delay_tiers=delay_tiers)
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=app.brigade_metrics.registry)  # type: ignore[attr-defined]
+    logging.getLogger("processors").setLevel(loglevel.upper())
+    run_worker(app, loglevel=loglevel)

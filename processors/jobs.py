@@ -1,0 +1,230 @@
+"""The job processor: moves inputs between Kafka and the pure state machine.
+
+One batch at a time: decode each message (undecodable or invalid ones go to the DLQ with
+their raw bytes), decide it against the job's state, then send every lifecycle event,
+work item, retry timer and dead letter, wait until the broker has acknowledged all of
+them, and only then write the new states to the table. A crash before the table write
+replays the inputs against the old state and re-emits the same events (deterministic
+ids); a crash after it finds the inputs already decided (duplicates). See
+``docs/processors.md`` for why this is at-least-once and not Kafka transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from brigade.errors import DecodeError
+from brigade.ids import job_id as derive_job_id
+from brigade.kafka.topology import Topology, tier_name
+from brigade.settings import Settings
+from processors.decisions import CHECK_TIER, Decision, Policy, decide
+from processors.lifecycle import Job
+from processors.metrics import Metrics
+from processors.state import decode_job, encode_job
+from schemas.codec import Codec
+from schemas.records import (
+    CancelJob,
+    DeadLetter,
+    JobDeadLettered,
+    JobQueued,
+    JobRetryScheduled,
+    LifecycleEvent,
+    RetryTimer,
+    SubmitJob,
+    WorkItem,
+    WorkOutcome,
+)
+
+log = logging.getLogger(__name__)
+Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[object]]]
+"""``await send(topic, key, value)`` queues a message and returns its delivery future."""
+CHECK_REPEAT_S = 5.0  # re-raise a lease/deadline check if the first one changed nothing
+
+
+class InvalidInput(Exception):
+    """A message that decodes but breaks the contract (wrong type, key or job id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One consumed message, detached from the Kafka client that read it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: float
+
+
+@dataclass
+class _Batch:
+    now: datetime
+    states: dict[bytes, Job | None] = field(default_factory=dict)
+    outputs: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    submitted_at: list[float] = field(default_factory=list)
+
+
+class JobProcessor:
+    """Decides batches of inputs and owns the side effects of each decision."""
+
+    def __init__(self, *, settings: Settings, table: MutableMapping[bytes, bytes], send: Send,
+                 metrics: Metrics, policy: Policy | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._settings = settings
+        self._topology = Topology(settings)
+        self._table = table
+        self._send = send
+        self._metrics = metrics
+        self._policy = policy or Policy.from_settings(settings)
+        self._clock = clock
+        self._codec = Codec()
+        self._tiers = {tier_name(s): topic for s, topic in self._topology.retry_tiers()}
+        self._lease_ms = int(settings.retry.lease_s * 1000)
+        self.alarms: dict[bytes, tuple[float, str]] = {}
+        self._checked: dict[bytes, float] = {}
+
+    async def process(self, batch: Sequence[Incoming]) -> None:
+        """Decide every message of ``batch``, publish the effects, then store the states."""
+        work = _Batch(self._clock())
+        for message in batch:
+            self._handle(message, work)
+        futures = [await self._send(topic, key, value) for topic, key, value in work.outputs]
+        for future in futures:
+            await future
+        for key, job in work.states.items():
+            if job is not None:
+                self._table[key] = encode_job(job)
+                self._track(key, job)
+        acked = time.time()
+        for submitted in work.submitted_at:
+            self._metrics.dispatch_latency.observe(max(acked - submitted, 0.0))
+
+    def state(self, job_id: str) -> Job | None:
+        """The stored state of a job (for tests and diagnostics)."""
+        raw = self._table.get(job_id.encode())
+        return decode_job(raw) if raw is not None else None
+
+    # ---- one message --------------------------------------------------------------------
+
+    def _handle(self, message: Incoming, work: _Batch) -> None:
+        try:
+            record = self._codec.decode(message.value)
+            job_id = self._validate(record, message)
+        except DecodeError as exc:
+            self._dead_letter(work, message, f"undecodable: {exc.reason}")
+            return
+        except InvalidInput as exc:
+            self._dead_letter(work, message, f"invalid: {exc}")
+            return
+        key = job_id.encode()
+        state = work.states[key] if key in work.states else self._load(key)
+        decision = decide(state, record, policy=self._policy, now=work.now)
+        self._metrics.note(type(record).__name__, decision.note)
+        if decision.note == "not_due" and isinstance(record, RetryTimer):
+            work.outputs.append((self._tiers.get(record.tier, self._topology.commands), key, message.value))
+        if decision.events:
+            work.states[key] = decision.state
+            self._emit(decision, key, message, work)
+
+    def _load(self, key: bytes) -> Job | None:
+        raw = self._table.get(key)
+        return decode_job(raw) if raw is not None else None
+
+    def _validate(self, record: object, message: Incoming) -> str:
+        expected: tuple[type, ...] = (
+            (WorkOutcome,) if message.topic == self._topology.outcomes else (SubmitJob, CancelJob, RetryTimer)
+        )
+        if not isinstance(record, expected):
+            raise InvalidInput(f"{type(record).__name__} does not belong on {message.topic}")
+        job_id: str = record.spec.job_id if isinstance(record, SubmitJob) else record.job_id  # type: ignore[attr-defined]
+        if message.key is not None and message.key != job_id.encode():
+            raise InvalidInput(f"message key {message.key!r} is not the job id {job_id}")
+        if isinstance(record, SubmitJob):
+            spec = record.spec
+            if not spec.tenant_id or spec.max_attempts < 1:
+                raise InvalidInput("submit without tenant or with max_attempts < 1")
+            if derive_job_id(spec.tenant_id, spec.idempotency_key, spec.payload_sha256) != job_id:
+                raise InvalidInput(f"job id {job_id} is not derived from tenant, key and payload")
+        return job_id
+
+    # ---- effects ------------------------------------------------------------------------
+
+    def _emit(self, decision: Decision, key: bytes, message: Incoming, work: _Batch) -> None:
+        job = decision.state
+        assert job is not None
+        for event in decision.events:
+            work.outputs.append((self._topology.job_events, key, self._codec.encode(event)))
+            self._metrics.events.labels(type(event).__name__).inc()
+            self._effect(event, job, key, message, work)
+
+    def _effect(self, event: LifecycleEvent, job: Job, key: bytes, message: Incoming,
+                work: _Batch) -> None:
+        if isinstance(event, JobQueued) and job.spec is not None:
+            item = WorkItem(spec=job.spec, attempt=event.attempt, pool=event.pool, lane=event.lane,
+                            model=event.model, dispatched_at=work.now, lease_ms=self._lease_ms,
+                            traceparent=event.envelope.traceparent)
+            work.outputs.append((self._topology.work(event.pool, event.lane), key, self._codec.encode(item)))
+            if event.reason == "submitted":
+                work.submitted_at.append(message.timestamp)
+        elif isinstance(event, JobRetryScheduled):
+            timer = RetryTimer(job_id=job.job_id, tenant_id=job.tenant_id, attempt=event.attempt,
+                               due_at=event.due_at, tier=event.tier)
+            work.outputs.append((self._tiers[event.tier], key, self._codec.encode(timer)))
+            self._metrics.retries.labels(event.tier).inc()
+        elif isinstance(event, JobDeadLettered):
+            letter = DeadLetter(source_topic=message.topic, partition=message.partition,
+                                offset=message.offset, raw=message.value, reason=event.reason,
+                                occurred_at=work.now, key=message.key, job_id=job.job_id,
+                                attempts=event.attempts, errors=list(event.errors))
+            work.outputs.append((self._topology.dlq, key, self._codec.encode(letter)))
+            self._metrics.dead_letters.labels(event.reason).inc()
+
+    def _dead_letter(self, work: _Batch, message: Incoming, reason: str) -> None:
+        log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        letter = DeadLetter(source_topic=message.topic, partition=message.partition, offset=message.offset,
+                            raw=message.value, reason=reason, occurred_at=work.now, key=message.key)
+        work.outputs.append((self._topology.dlq, message.key or b"", self._codec.encode(letter)))
+        self._metrics.dead_letters.labels(reason.split(":", 1)[0]).inc()
+
+    # ---- leases and deadlines -----------------------------------------------------------
+
+    def _track(self, key: bytes, job: Job) -> None:
+        when: datetime | None = None
+        if job.status == "running":
+            when = job.lease_deadline
+        elif job.status == "queued" and job.spec is not None:
+            when = job.spec.deadline
+        if when is None:
+            self.alarms.pop(key, None)
+            self._checked.pop(key, None)
+        else:
+            self.alarms[key] = (when.timestamp(), job.tenant_id)
+
+    def rebuild_alarms(self) -> None:
+        """Re-derive lease and deadline alarms from the table (after recovery)."""
+        self.alarms.clear()
+        for key, raw in list(self._table.items()):
+            self._track(key, decode_job(raw))
+
+    async def check(self) -> int:
+        """Raise a check for every job whose lease or deadline has passed; return how many.
+
+        The check goes through the commands topic so the job's single writer decides it.
+        """
+        now = time.time()
+        due = [(k, tenant) for k, (when, tenant) in self.alarms.items()
+               if when <= now and self._checked.get(k, 0.0) <= now - CHECK_REPEAT_S]
+        stamp = datetime.fromtimestamp(now, UTC)
+        for key, tenant in due:
+            timer = RetryTimer(job_id=key.decode(), tenant_id=tenant, attempt=0, due_at=stamp,
+                               tier=CHECK_TIER)
+            await self._send(self._topology.commands, key, self._codec.encode(timer))
+            self._checked[key] = now
+        self._metrics.lease_checks.inc(len(due))
+        return len(due)
+

@@ -1,0 +1,223 @@
+"""A real-broker harness: processor subprocesses, a scripted stand-in for workers, and
+readers of the event log, work topics and dead letters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer
+
+from brigade.kafka.clients import make_consumer, make_producer
+from brigade.kafka.topology import Topology
+from brigade.settings import LANES, Settings
+from schemas.codec import Codec
+from schemas.records import DeadLetter, JobSpec, LifecycleEvent, WorkItem, WorkOutcome
+from tests.processors.helpers import cancel, submit
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that make a subprocess read exactly ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
+    data = json.loads(settings.model_dump_json())
+    for name, value in data.items():
+        env[f"BRIGADE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class Processors:
+    """Processor worker subprocesses; every one is killed at ``close``."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: set[str] = set()
+
+    def start(self, node: str, *, delay_tiers: bool = True) -> subprocess.Popen[bytes]:
+        """Start ``python -m processors`` as ``node`` (memory store)."""
+        args = [sys.executable, "-m", "processors", "--node", node, "--store", "memory://",
+                "--loglevel", "warning"]
+        if not delay_tiers:
+            args.append("--no-delay-tiers")
+        with (self.logs / f"{node}.log").open("ab") as log:
+            proc = subprocess.Popen(args, cwd=self.logs, env=settings_env(self.settings), stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self.procs[node] = proc
+        return proc
+
+    def kill(self, node: str) -> None:
+        """SIGKILL ``node``: no shutdown, no final commit."""
+        proc = self.procs[node]
+        self.killed.add(node)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def close(self) -> None:
+        """Stop every process still running: SIGTERM, then SIGKILL."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def assert_alive(self) -> None:
+        """Fail with the logs when a processor died without being killed on purpose."""
+        dead = [n for n, p in self.procs.items() if n not in self.killed and p.poll() is not None]
+        if dead:
+            raise AssertionError(f"processor(s) {dead} exited:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        """The last lines of every process log (for failure messages)."""
+        return "\n".join(f"--- {p.name}\n" + p.read_text()[-3000:] for p in self.logs.glob("*.log"))
+
+
+class Observer:
+    """Reads the event log, work topics and DLQ on a background thread."""
+
+    def __init__(self, settings: Settings, watch: Processors | None = None) -> None:
+        self.topology = Topology(settings)
+        self.codec = Codec()
+        self.watch = watch
+        self.events: dict[str, list[LifecycleEvent]] = defaultdict(list)
+        self.work: list[tuple[str, WorkItem]] = []
+        self.dead: list[DeadLetter] = []
+        self.retry_topics: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        topics = [self.topology.job_events, self.topology.dlq]
+        topics += [self.topology.work(p, lane) for p in settings.pools for lane in LANES]
+        topics += [t for _, t in self.topology.retry_tiers()]
+        self._consumer: Consumer = make_consumer(settings, f"observer-{uuid.uuid4().hex[:8]}")
+        self._consumer.subscribe(topics)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.1)
+            if message is None or message.error() is not None:
+                continue
+            self._record(message.topic() or "", message.value() or b"")
+        self._consumer.close()
+
+    def _record(self, topic: str, value: bytes) -> None:
+        record = self.codec.decode(value)
+        with self._lock:
+            if topic == self.topology.job_events:
+                self.events[record.envelope.job_id].append(record)
+            elif topic == self.topology.dlq:
+                self.dead.append(record)
+            elif isinstance(record, WorkItem):
+                self.work.append((topic, record))
+            else:
+                self.retry_topics.append((topic, value))
+
+    def of(self, job_id: str) -> list[LifecycleEvent]:
+        """The events of one job seen so far."""
+        with self._lock:
+            return list(self.events.get(job_id, []))
+
+    def names(self, job_id: str) -> list[str]:
+        """The event type names of one job seen so far."""
+        return [type(e).__name__ for e in self.of(job_id)]
+
+    def wait_event(self, job_id: str, name: str, *, count: int = 1, timeout: float = 30.0) -> Any:
+        """Wait until ``job_id`` has ``count`` events of type ``name``; return the last one."""
+        def probe() -> Any:
+            if self.watch is not None:
+                self.watch.assert_alive()
+            found = [e for e in self.of(job_id) if type(e).__name__ == name]
+            return found[count - 1] if len(found) >= count else None
+        return wait_for(probe, timeout=timeout, what=f"{name} x{count} for {job_id}: {self.names(job_id)}")
+
+    def close(self) -> None:
+        """Stop the reader thread."""
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Client:
+    """Produces commands, worker outcomes and raw bytes, the way ingress and workers do."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topology = Topology(settings)
+        self.codec = Codec()
+        self.producer = make_producer(settings)
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce and wait for the acknowledgement."""
+        self.producer.produce(topic, key=key, value=value)
+        self.producer.flush(10)
+
+    def submit(self, spec: JobSpec) -> None:
+        """Submit ``spec``."""
+        self.send(self.topology.commands, spec.job_id.encode(), self.codec.encode(submit(spec)))
+
+    def cancel(self, spec: JobSpec) -> None:
+        """Cancel ``spec``."""
+        self.send(self.topology.commands, spec.job_id.encode(), self.codec.encode(cancel(spec)))
+
+    def outcome(self, outcome: WorkOutcome) -> None:
+        """Report a worker outcome."""
+        self.send(self.topology.outcomes, outcome.job_id.encode(), self.codec.encode(outcome))
+
+
+def scripted_worker(settings: Settings, respond: Callable[[WorkItem], list[WorkOutcome]],
+                    stop: threading.Event) -> Iterator[None]:
+    """Yield once started; answer each work item with ``respond``'s outcomes until ``stop``."""
+    topology = Topology(settings)
+    codec = Codec()
+    consumer = make_consumer(settings, f"worker-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe([topology.work(p, lane) for p in settings.pools for lane in LANES])
+    producer = make_producer(settings)
+
+    def run() -> None:
+        while not stop.is_set():
+            message = consumer.poll(0.1)
+            if message is None or message.error() is not None:
+                continue
+            item = codec.decode_as(message.value() or b"", WorkItem)
+            for outcome in respond(item):
+                producer.produce(topology.outcomes, key=outcome.job_id.encode(), value=codec.encode(outcome))
+            producer.poll(0)
+        producer.flush(10)
+        consumer.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield None
+    finally:
+        stop.set()
+        thread.join(15)
