@@ -59,12 +59,16 @@ class PreparedJob:
         )
 
 
+# pydantic names the union member that failed in ``loc``; the field name leaves it out.
+_UNION_TAGS = frozenset({"str", "ChatInput"})
+
+
 def field_errors(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
     """pydantic's errors as ``FieldError``s with dotted field names."""
     out = []
     for err in exc.errors(include_url=False):
         loc = [*prefix, *err["loc"]]
-        name = ".".join(str(p) for p in loc) or "body"
+        name = ".".join(str(p) for p in loc if p not in _UNION_TAGS) or "body"
         out.append(FieldError(loc=list(loc), field=name, msg=err["msg"], type=err["type"]))
     return out
 

@@ -62,20 +62,23 @@ def serve(app: Starlette) -> Iterator[str]:
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
-def read_topic(settings: Settings, topic: str, *, until: Callable[[list[Any]], bool],
-               timeout_s: float = 20.0) -> list[Any]:
-    """Decoded records of ``topic`` from the beginning, until ``until(records)`` holds."""
+def read_topic(settings: Settings, topic: str, *, timeout_s: float = 20.0) -> list[Any]:
+    """Every decoded record of ``topic`` up to its current end (acked writes are all there)."""
     consumer = make_consumer(settings, f"reader-{time.monotonic_ns()}")
     codec = Codec()
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
+        done = {p: 0 for p in partitions if ends[p] > 0}
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
-        while not until(records) and time.monotonic() < deadline:
+        while any(done[p] < ends[p] for p in done):
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s}s"
             message = consumer.poll(0.2)
             if message is not None and message.error() is None:
                 records.append(codec.decode(message.value()))
+                done[message.partition()] = message.offset() + 1
         return records
     finally:
         consumer.close()
