@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -49,11 +50,13 @@ class Projector:
         batch_ms: float = 100.0,
         cache_size: int = 50_000,
         after_insert: Callable[[WriteStats], None] | None = None,
+        consumer_config: dict[str, Any] | None = None,
     ) -> None:
         """Create a projector; nothing connects until :meth:`start` or :meth:`run_forever`.
 
         ``after_insert`` runs after a batch is inserted and before its offsets are
-        committed (tests use it to die at exactly that point).
+        committed (tests use it to die at exactly that point). ``consumer_config``
+        overrides librdkafka settings (e.g. a shorter ``session.timeout.ms``).
         """
         if batch_size < 1 or batch_ms <= 0:
             raise ValueError("batch_size must be >= 1 and batch_ms > 0")
@@ -64,6 +67,7 @@ class Projector:
         self._batch_size = batch_size
         self._batch_s = batch_ms / 1000.0
         self._after_insert = after_insert
+        self._consumer_config = consumer_config or {}
         self._writer = ProjectionWriter(clickhouse, cache_size=cache_size)
         self._pending: list[LogRecord] = []
         self._stop = threading.Event()
@@ -97,7 +101,7 @@ class Projector:
             ProjectionError: the schema could not be migrated.
         """
         apply_migrations(self._ch)
-        consumer = make_consumer(self._settings, self._group)
+        consumer = make_consumer(self._settings, self._group, **self._consumer_config)
         self._consumer = consumer
         try:
             consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -211,6 +215,10 @@ class Projector:
         for tp in partitions:
             tp.offset = stored[tp.partition] + 1 if tp.partition in stored else OFFSET_BEGINNING
         log.info("projector assigned %s", {tp.partition: tp.offset for tp in partitions})
+        assigned = {tp.partition for tp in partitions}
+        with self._progress:
+            self._positions.update({p: o + 1 for p, o in stored.items() if p in assigned})
+            self._progress.notify_all()
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
