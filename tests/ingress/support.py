@@ -137,6 +137,8 @@ def _fold(current: JobStatus | None, event: Any) -> JobStatus:
     changes: dict[str, Any] = {"updated_at": env.occurred_at, "sequence": env.sequence}
     if isinstance(event, r.JobStarted):
         changes |= {"status": "running", "attempts": event.attempt}
+    elif isinstance(event, r.JobQueued):
+        changes |= {"pool": event.pool}
     elif isinstance(event, r.JobSucceeded):
         changes |= {"status": "succeeded", "result_inline": event.result_inline, "result_ref": event.result_ref}
     elif isinstance(event, r.JobCancelled):
@@ -173,6 +175,11 @@ class StandInProcessor:
     def submitted(self, spec: r.JobSpec) -> None:
         """JobSubmitted."""
         self._emit(r.JobSubmitted(envelope=self._envelope(spec, "submitted"), spec=spec))
+
+    def queued(self, spec: r.JobSpec) -> None:
+        """JobQueued (attempt 1)."""
+        self._emit(r.JobQueued(envelope=self._envelope(spec, "queued"), pool="default", lane="batch",
+                               model="m", attempt=1))
 
     def started(self, spec: r.JobSpec) -> None:
         """JobStarted (attempt 1)."""
