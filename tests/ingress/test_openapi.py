@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from ingress.routes import ROUTES
@@ -50,7 +51,7 @@ def test_generated_requests_never_get_a_server_error(start_api: Any, settings: A
     headers = {"Authorization": f"Bearer {api.keys['fuzz']}"}
     failures: list[str] = []
 
-    @settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.generate],
+    @hypothesis_settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def explore(data: st.DataObject) -> None:
