@@ -68,7 +68,9 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 20.0) -> li
     codec = Codec()
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
         done = {p: 0 for p in partitions if ends[p] > 0}
         records: list[Any] = []
@@ -105,9 +107,16 @@ class MemoryReadModel:
             current = self._jobs.get(key)
             self._jobs[key] = _fold(current, event)
             detail = {"spec": {"payload_sha256": event.spec.payload_sha256}} if hasattr(event, "spec") else {}
-            self._events.setdefault(key, []).append(JobEventView(
-                event_id=env.event_id, job_id=env.job_id, sequence=env.sequence,
-                event_type=type(event).__name__, occurred_at=env.occurred_at, detail=detail))
+            self._events.setdefault(key, []).append(
+                JobEventView(
+                    event_id=env.event_id,
+                    job_id=env.job_id,
+                    sequence=env.sequence,
+                    event_type=type(event).__name__,
+                    occurred_at=env.occurred_at,
+                    detail=detail,
+                )
+            )
 
     def job(self, tenant_id: str, job_id: str) -> JobStatus | None:
         with self._lock:
@@ -117,8 +126,16 @@ class MemoryReadModel:
         with self._lock:
             return list(self._events.get((tenant_id, job_id), []))
 
-    def list_jobs(self, tenant_id: str, *, status: Any = None, pool: str | None = None,
-                  since: datetime | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
+    def list_jobs(
+        self,
+        tenant_id: str,
+        *,
+        status: Any = None,
+        pool: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
         with self._lock:
             jobs = [j for (t, _), j in self._jobs.items() if t == tenant_id]
         return JobPage(jobs=jobs[:limit], next_cursor=None)
@@ -130,9 +147,16 @@ class MemoryReadModel:
 def _fold(current: JobStatus | None, event: Any) -> JobStatus:
     env = event.envelope
     if isinstance(event, r.JobSubmitted):
-        return JobStatus(job_id=env.job_id, tenant_id=env.tenant_id, status="queued", attempts=0,
-                         created_at=env.occurred_at, updated_at=env.occurred_at, sequence=env.sequence,
-                         priority=event.spec.priority)
+        return JobStatus(
+            job_id=env.job_id,
+            tenant_id=env.tenant_id,
+            status="queued",
+            attempts=0,
+            created_at=env.occurred_at,
+            updated_at=env.occurred_at,
+            sequence=env.sequence,
+            priority=event.spec.priority,
+        )
     assert current is not None
     changes: dict[str, Any] = {"updated_at": env.occurred_at, "sequence": env.sequence}
     if isinstance(event, r.JobStarted):
@@ -140,7 +164,11 @@ def _fold(current: JobStatus | None, event: Any) -> JobStatus:
     elif isinstance(event, r.JobQueued):
         changes |= {"pool": event.pool}
     elif isinstance(event, r.JobSucceeded):
-        changes |= {"status": "succeeded", "result_inline": event.result_inline, "result_ref": event.result_ref}
+        changes |= {
+            "status": "succeeded",
+            "result_inline": event.result_inline,
+            "result_ref": event.result_ref,
+        }
     elif isinstance(event, r.JobCancelled):
         changes |= {"status": "cancelled"}
     return replace(current, **changes)
@@ -163,11 +191,18 @@ class StandInProcessor:
     def _envelope(self, spec: r.JobSpec, transition: str) -> r.Envelope:
         seq = self._sequence.get(spec.job_id, 0) + 1
         self._sequence[spec.job_id] = seq
-        return r.Envelope(event_id=event_id(spec.job_id, transition, 1), job_id=spec.job_id,
-                          tenant_id=spec.tenant_id, occurred_at=datetime.now(UTC), sequence=seq)
+        return r.Envelope(
+            event_id=event_id(spec.job_id, transition, 1),
+            job_id=spec.job_id,
+            tenant_id=spec.tenant_id,
+            occurred_at=datetime.now(UTC),
+            sequence=seq,
+        )
 
     def _emit(self, event: Any) -> None:
-        self._producer.produce(self._topic, key=event.envelope.job_id.encode(), value=self._codec.encode(event))
+        self._producer.produce(
+            self._topic, key=event.envelope.job_id.encode(), value=self._codec.encode(event)
+        )
         assert self._producer.flush(10) == 0
         if self._memory is not None:
             self._memory.apply(event)
@@ -178,15 +213,34 @@ class StandInProcessor:
 
     def queued(self, spec: r.JobSpec) -> None:
         """JobQueued (attempt 1)."""
-        self._emit(r.JobQueued(envelope=self._envelope(spec, "queued"), pool="default", lane="batch",
-                               model="m", attempt=1))
+        self._emit(
+            r.JobQueued(
+                envelope=self._envelope(spec, "queued"), pool="default", lane="batch", model="m", attempt=1
+            )
+        )
 
     def started(self, spec: r.JobSpec) -> None:
         """JobStarted (attempt 1)."""
-        self._emit(r.JobStarted(envelope=self._envelope(spec, "started"), attempt=1, worker="w1",
-                                lease_deadline=datetime.now(UTC), batch_id="b1", model="m"))
+        self._emit(
+            r.JobStarted(
+                envelope=self._envelope(spec, "started"),
+                attempt=1,
+                worker="w1",
+                lease_deadline=datetime.now(UTC),
+                batch_id="b1",
+                model="m",
+            )
+        )
 
     def succeeded(self, spec: r.JobSpec, result_json: str) -> None:
         """JobSucceeded with an inline result."""
-        self._emit(r.JobSucceeded(envelope=self._envelope(spec, "succeeded"), attempt=1, model="m",
-                                  latency_ms=1.0, result_inline=result_json, result_size=len(result_json)))
+        self._emit(
+            r.JobSucceeded(
+                envelope=self._envelope(spec, "succeeded"),
+                attempt=1,
+                model="m",
+                latency_ms=1.0,
+                result_inline=result_json,
+                result_size=len(result_json),
+            )
+        )

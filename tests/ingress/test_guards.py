@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -91,7 +91,9 @@ def test_schema_violations_name_the_field(api: Api) -> None:
         assert "priority" in _fields(http.post("/v1/jobs", json={"input": "x", "priority": "urgent"}))
         assert "body" in _fields(http.post("/v1/jobs", json={"modelHint": "m"}))
         assert "maxAttempts" in _fields(http.post("/v1/jobs", json={"input": "x", "maxAttempts": limit + 1}))
-        assert "deadline" in _fields(http.post("/v1/jobs", json={"input": "x", "deadline": "2001-01-01T00:00:00Z"}))
+        assert "deadline" in _fields(
+            http.post("/v1/jobs", json={"input": "x", "deadline": "2001-01-01T00:00:00Z"})
+        )
         assert "surprise" in _fields(http.post("/v1/jobs", json={"input": "x", "surprise": 1}))
         assert "wait" in _fields(http.post("/v1/jobs?wait=999", json={"input": "x"}))
         assert "input.messages" in _fields(http.post("/v1/jobs", json={"input": {"messages": []}}))
@@ -99,11 +101,19 @@ def test_schema_violations_name_the_field(api: Api) -> None:
 
 def test_callback_urls_are_checked_against_the_tenant_policy(start_api: Callable[..., Api]) -> None:
     api = start_api(tenants={"lab": {"allow_private_callbacks": True}})
-    private = ["http://127.0.0.1:9/cb", "http://localhost/cb", "http://10.1.2.3/cb", "http://[::1]/cb",
-               "http://169.254.169.254/latest", "http://db.internal/cb"]
+    private = [
+        "http://127.0.0.1:9/cb",
+        "http://localhost/cb",
+        "http://10.1.2.3/cb",
+        "http://[::1]/cb",
+        "http://169.254.169.254/latest",
+        "http://db.internal/cb",
+    ]
     with api.client() as http:
         for url in private + ["ftp://example.com/cb", "https://user:pw@example.com/cb"]:
-            assert "callbackUrl" in _fields(http.post("/v1/jobs", json={"input": url, "callbackUrl": url})), url
+            assert "callbackUrl" in _fields(http.post("/v1/jobs", json={"input": url, "callbackUrl": url})), (
+                url
+            )
         ok = http.post("/v1/jobs", json={"input": "x", "callbackUrl": "https://hooks.example.com/cb"})
         assert ok.status_code == 202
     with api.client("lab") as lab:
@@ -115,8 +125,10 @@ def _drain_as_processor(settings: Settings, group: str, topic: str) -> None:
     consumer = make_consumer(settings, group)
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
-                for p in partitions]
+        ends = [
+            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in partitions
+        ]
         consumer.commit(offsets=ends, asynchronous=False)
     finally:
         consumer.close()
@@ -127,7 +139,9 @@ def _submit(http: httpx.Client, priority: str, n: int) -> list[Any]:
     return [http.post("/v1/jobs", json={"input": uuid.uuid4().hex, "priority": priority}) for _ in range(n)]
 
 
-def test_back_pressure_sheds_batch_first_then_everything(start_api: Callable[..., Api], settings: Settings) -> None:
+def test_back_pressure_sheds_batch_first_then_everything(
+    start_api: Callable[..., Api], settings: Settings
+) -> None:
     settings.api.lag_soft_limit = 3
     settings.api.lag_hard_limit = 8
     group = f"{settings.kafka.topic_prefix}-processor"
@@ -139,7 +153,9 @@ def test_back_pressure_sheds_batch_first_then_everything(start_api: Callable[...
         _drain_as_processor(settings, group, topic)
         # when the backlog grows past the soft limit,
         assert all(a.status_code == 202 for a in _submit(http, "interactive", 5))
-        refused = wait_until(lambda: (a := _submit(http, "batch", 1)[0]).status_code == 503 and a, timeout_s=10)
+        refused = wait_until(
+            lambda: (a := _submit(http, "batch", 1)[0]).status_code == 503 and a, timeout_s=10
+        )
         # batch work is shed with Retry-After while interactive work is still taken,
         assert refused.json()["error"]["code"] == "overloaded" and int(refused.headers["Retry-After"]) >= 1
         assert _submit(http, "interactive", 1)[0].status_code == 202

@@ -51,15 +51,22 @@ def test_generated_requests_never_get_a_server_error(start_api: Any, settings: A
     headers = {"Authorization": f"Bearer {api.keys['fuzz']}"}
     failures: list[str] = []
 
-    @hypothesis_settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(data=st.data())
     def explore(data: st.DataObject) -> None:
         for operation in operations:
             case = data.draw(operation.as_strategy())
             response = case.call(base_url=api.url, headers={**(case.headers or {}), **headers})
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text}")
+                failures.append(
+                    f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
+                )
 
     explore()
     assert failures == []

@@ -29,7 +29,9 @@ def test_a_job_moves_through_its_states_and_serves_its_result(api: Api) -> None:
         api.processor.started(spec)
         wait_until(lambda: http.get(f"/v1/jobs/{job_id}").json()["status"] == "running")
         api.processor.succeeded(spec, json.dumps({"embedding": [0.25, -0.5]}))
-        status = wait_until(lambda: (s := http.get(f"/v1/jobs/{job_id}").json())["status"] == "succeeded" and s)
+        status = wait_until(
+            lambda: (s := http.get(f"/v1/jobs/{job_id}").json())["status"] == "succeeded" and s
+        )
         assert status["attempts"] >= 1 and status["jobId"] == job_id
         assert {"createdAt", "updatedAt"} <= status.keys()
         result = http.get(f"/v1/jobs/{job_id}/result")
@@ -89,7 +91,9 @@ def test_cancel_produces_a_cancel_command(api: Api) -> None:
 def test_conflict_is_detected_from_the_read_model_after_a_restart(api: Api, start_api: object) -> None:
     # Given a job known only to the projection (a fresh API process has no memory of it),
     with api.client() as http:
-        job_id = http.post("/v1/jobs", json={"input": "v1"}, headers={"Idempotency-Key": "old"}).json()["jobId"]
+        job_id = http.post("/v1/jobs", json={"input": "v1"}, headers={"Idempotency-Key": "old"}).json()[
+            "jobId"
+        ]
     spec = _spec(api, job_id)
     api.processor.submitted(spec)
     with api.client() as http:
