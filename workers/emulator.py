@@ -376,4 +376,5 @@ def create_emulator_app(config: EmulatorConfig | None = None) -> Starlette:
         Route("/_emulator/stats", emulator.get_stats, methods=["GET"]),
         Route("/_emulator/reset", emulator.reset, methods=["POST"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(MetricsMiddleware, metrics=metrics)])
+    paths = frozenset(r.path for r in routes)
+    return Starlette(routes=routes, middleware=[Middleware(MetricsMiddleware, metrics=metrics, paths=paths)])

@@ -196,9 +196,11 @@ class ServerMetrics:
 class MetricsMiddleware:
     """Pure ASGI: count requests and time them per route path."""
 
-    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics, paths: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        # Unknown paths share one label, so a scanner cannot grow the label set without bound.
+        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,7 +218,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = str(scope.get("path", ""))
+            path = str(scope.get("path", ""))
+            route = path if path in self.paths else "other"
             self.metrics.requests.labels(route=route, status=str(status)).inc()
             self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
 
@@ -355,7 +358,10 @@ class ModelServer:
                 )
         except BadRequest as exc:
             return bad_request_response(exc)
-        vectors, tokens = await self.batcher.embed(call.texts)
+        try:
+            vectors, tokens = await self.batcher.embed(call.texts)
+        except (RuntimeError, ValueError) as exc:
+            return error_response(f"the model failed: {exc}", status=500, kind="server_error")
         body = embeddings_body(vectors, model=name, tokens=sum(tokens), encoding_format=call.encoding_format)
         return JSONResponse(body)
 
@@ -382,7 +388,7 @@ def create_app(*, loader: Callable[[], Embedder], max_batch_size: int = 64) -> S
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics, paths=frozenset(r.path for r in routes))],
         lifespan=server.lifespan,
     )
 

@@ -110,4 +110,8 @@ def test_chat_and_models(emulator: str) -> None:
     ).json()
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "echo: hi"}
     assert httpx.get(f"{emulator}/v1/models").json()["data"][0]["id"] == "emulated-minilm"
-    assert "brigade_model_batch_size" in httpx.get(f"{emulator}/metrics").text
+    assert httpx.get(f"{emulator}/wp-admin/x").status_code == 404
+    metrics = httpx.get(f"{emulator}/metrics").text
+    assert "brigade_model_batch_size" in metrics
+    assert 'brigade_model_requests_total{route="other",status="404"} 1.0' in metrics
+    assert "wp-admin" not in metrics
