@@ -1,0 +1,184 @@
+"""Projection benchmarks: projector throughput, replay throughput, status lookups, visibility.
+
+1. Projector: generated job histories on a real broker, projected into chDB by the
+   projector (``Projector.run_forever`` in a thread) from offset 0 to the end; events/s.
+2. Replay: the same log read and folded with the processor's state machine (what
+   ``brigade replay`` verifies), and rebuilt into a fresh database; events/s.
+3. Status lookups through ``ClickHouseReadModel.job`` with ``LOOKUP_JOBS`` jobs in ``jobs``.
+4. Visibility: produce → projected (``Projector.wait_for``) for single jobs while a bulk
+   load streams in.
+5. Resume cost: ``stored_offsets`` (run on every assignment) on the projected table.
+
+    .venv/bin/python -m bench.bench_projections [JOBS] [LOOKUP_JOBS]
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.bench_kafka import bench_broker
+from bench.report import emit, percentile
+from brigade.kafka import topology
+from brigade.kafka.clients import make_admin, make_producer
+from brigade.settings import Settings, TopicSettings
+from projections.backends import connect
+from projections.logread import log_end_offsets, read_log
+from projections.migrations import apply_migrations
+from projections.projector import Projector
+from projections.queries import ClickHouseReadModel
+from projections.replay import fold_log, rebuild
+from projections.rows import JOB_COLUMNS
+from projections.simulate import key_of, stream
+from projections.types import ClickHouse
+from projections.writer import stored_offsets
+from schemas.codec import Codec
+
+
+def _settings(bootstrap: str, folder: Path) -> Settings:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    return Settings(
+        data_dir=folder / "brigade",
+        kafka={"bootstrap": bootstrap, "topic_prefix": prefix, "client_id": prefix},
+        topics=TopicSettings(partitions=6), clickhouse_url=f"chdb://{folder / 'clickhouse'}",
+    )
+
+
+def _produce(settings: Settings, topic: str, jobs: int, seed: int) -> int:
+    codec = Codec()
+    producer = make_producer(settings, **{"linger.ms": 20, "batch.size": 1_000_000})
+    count = 0
+    for event in stream(jobs, seed=seed, spacing_ms=1.0):
+        while True:
+            try:
+                producer.produce(topic, key=key_of(event), value=codec.encode(event))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    producer.flush(60)
+    return count
+
+
+def bench_projector(settings: Settings, ch: ClickHouse, events: int) -> dict[str, Any]:
+    """Project the whole log from offset 0; events/s."""
+    topic = topology.Topology(settings).job_events
+    ends = log_end_offsets(settings, topic)
+    projector = Projector(settings=settings, clickhouse=ch, batch_size=10_000)
+    started = time.perf_counter()
+    projector.start()
+    assert projector.wait_for_offsets(ends, timeout_s=900), projector.error
+    seconds = time.perf_counter() - started
+    projector.stop()
+    return {"what": "projector Kafka -> chDB", "events": events, "seconds": round(seconds, 2),
+            "events_per_s": round(events / seconds)}
+
+
+def bench_replay(settings: Settings, ch: ClickHouse, events: int) -> list[dict[str, Any]]:
+    """Fold the log (verify's work) and rebuild it into a fresh database."""
+    topic = topology.Topology(settings).job_events
+    replayed = fold_log(read_log(settings, topic))
+    rows = [{"what": "replay: read + decode + fold", "events": replayed.messages,
+             "seconds": round(replayed.seconds, 2), "events_per_s": round(replayed.events_per_s)}]
+    stats, seconds = rebuild(settings, ch)
+    rows.append({"what": "replay --into (rebuild)", "events": stats.messages, "seconds": round(seconds, 2),
+                 "events_per_s": round(stats.messages / seconds)})
+    return rows
+
+
+def _synthetic_jobs(ch: ClickHouse, count: int) -> list[tuple[str, str]]:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    tenants = [f"tenant-{i}" for i in range(20)]
+    keys = [(tenants[i % 20], f"{uuid.UUID(int=i)}") for i in range(count)]
+    columns: dict[str, list[Any]] = {name: [] for name in JOB_COLUMNS}
+    for i, (tenant, job_id) in enumerate(keys):
+        at = start + timedelta(milliseconds=i)
+        row = (job_id, tenant, "succeeded", 4, 1, at, at, "default", "batch", "m", "batch", "JobSucceeded",
+               None, "", None, '{"embedding":[0.1]}', False, False, at, at, at)
+        for name, value in zip(JOB_COLUMNS, row, strict=True):
+            columns[name].append(value)
+    for offset in range(0, count, 50_000):
+        ch.insert_columns("jobs", {k: v[offset:offset + 50_000] for k, v in columns.items()})
+    # A second version of a tenth of the rows, so FINAL has real work to do.
+    newer = {k: v[: count // 10] for k, v in columns.items()}
+    newer["sequence"] = [5] * len(newer["sequence"])
+    ch.insert_columns("jobs", newer)
+    return keys
+
+
+def bench_lookups(ch: ClickHouse, count: int, samples: int = 2000) -> dict[str, Any]:
+    """p50/p99 of ``ClickHouseReadModel.job`` with ``count`` jobs in the table."""
+    keys = _synthetic_jobs(ch, count)
+    model = ClickHouseReadModel(ch)
+    rng = random.Random(1)
+    timings = []
+    for _ in range(samples):
+        tenant, job_id = rng.choice(keys)
+        started = time.perf_counter()
+        found = model.job(tenant, job_id)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert found is not None
+    rows = ch.query("SELECT count() FROM jobs")[0][0]
+    return {"what": f"status lookup (jobs table: {rows:,} rows)", "events": samples,
+            "p50_ms": round(percentile(timings, 0.5), 2), "p99_ms": round(percentile(timings, 0.99), 2)}
+
+
+def bench_visibility(settings: Settings, ch: ClickHouse, probes: int = 100) -> dict[str, Any]:
+    """Produce → projected latency of single jobs while a bulk load streams in."""
+    topic = topology.Topology(settings).job_events
+    projector = Projector(settings=settings, clickhouse=ch)
+    projector.start()
+    ends = log_end_offsets(settings, topic)
+    assert projector.wait_for_offsets(ends, timeout_s=900)
+    load = threading.Thread(target=_produce, args=(settings, topic, 5_000, 99), daemon=True)
+    load.start()
+    codec = Codec()
+    producer = make_producer(settings, **{"linger.ms": 0})
+    timings = []
+    for i in range(probes):
+        event = stream(1, seed=10_000 + i, paths=("succeeded",))[0]
+        started = time.perf_counter()
+        producer.produce(topic, key=key_of(event), value=codec.encode(event))
+        producer.flush(10)
+        assert projector.wait_for(event.envelope.job_id, event.envelope.sequence, timeout_s=30)
+        timings.append((time.perf_counter() - started) * 1000)
+    load.join()
+    projector.stop()
+    return {"what": "produce -> projected, under load", "events": probes,
+            "p50_ms": round(percentile(timings, 0.5), 1), "p99_ms": round(percentile(timings, 0.99), 1)}
+
+
+def main() -> None:
+    """Run every projection benchmark and write ``bench/results/projections.json``."""
+    jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    lookup_jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    with bench_broker() as bootstrap, tempfile.TemporaryDirectory() as folder:
+        settings = _settings(bootstrap, Path(folder))
+        topology.apply(make_admin(settings), topology.Topology(settings).specs())
+        events = _produce(settings, topology.Topology(settings).job_events, jobs, seed=1)
+        live = connect(settings.clickhouse_url, database="live")
+        apply_migrations(live)
+        rows: list[dict[str, Any]] = [bench_projector(settings, live, events)]
+        started = time.perf_counter()
+        stored_offsets(live)
+        rows.append({"what": "stored_offsets() at assignment", "events": events,
+                     "seconds": round(time.perf_counter() - started, 4)})
+        rows += bench_replay(settings, connect(settings.clickhouse_url, database="rebuilt"), events)
+        lookups = connect(settings.clickhouse_url, database="lookups")
+        apply_migrations(lookups)
+        rows.append(bench_lookups(lookups, lookup_jobs))
+        rows.append(bench_visibility(settings, live))
+    columns = ("what", "events", "seconds", "events_per_s", "p50_ms", "p99_ms")
+    table = [{c: row.get(c, "") for c in columns} for row in rows]
+    emit("projections", "Projections", table, extra={"jobs": jobs, "lookup_jobs": lookup_jobs})
+
+
+if __name__ == "__main__":
+    main()
