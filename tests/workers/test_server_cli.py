@@ -1,0 +1,63 @@
+"""``brigade model-server --emulate`` as an operator runs it: a real process on a real port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-c",
+        "from brigade.cli import main; main()",
+        "model-server",
+        "--emulate",
+        "--port",
+        str(port),
+        "--rate-429",
+        "1",
+        "--retry-after-s",
+        "3",
+    ]
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"model-server did not come up: {(tmp_path / 'server.log').read_text()}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
+
+
+def test_emulator_cli_serves_with_the_configured_faults(emulator_process: str) -> None:
+    response = httpx.post(f"{emulator_process}/v1/embeddings", json={"input": "x"})
+    assert response.status_code == 429 and response.headers["retry-after"] == "3"
+    config = httpx.get(f"{emulator_process}/_emulator/config").json()
+    assert config["rate_429"] == 1.0
+    assert httpx.get(f"{emulator_process}/healthz").json()["emulator"] is True
