@@ -122,6 +122,18 @@ def register(app: typer.Typer) -> None:
         """Run the whole system on this machine until Ctrl-C."""
         up(ctx.obj, console=Console(), with_model_server=model_server)
 
+    @app.command("demo")
+    def _demo(
+        ctx: typer.Context,
+        jobs: Annotated[int, typer.Option(help="How many embedding jobs to submit.")] = 40,
+        timeout: Annotated[float, typer.Option(help="Seconds to wait for every job.")] = 180.0,
+    ) -> None:
+        """Submit a mixed workload to the running stack and check every job ends as expected."""
+        from brigade import demo
+
+        if not demo.run(ctx.obj, console=Console(), jobs=jobs, timeout_s=timeout):
+            raise typer.Exit(1)
+
     @app.command("top")
     def _top(
         ctx: typer.Context,
