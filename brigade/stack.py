@@ -7,6 +7,7 @@ workers. Stopping runs in reverse, and the broker stops last so every child can 
 
 from __future__ import annotations
 
+import secrets
 import signal
 import sys
 from types import FrameType
@@ -47,7 +48,8 @@ def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpe
         ChildSpec(name="processors", argv=[*brigade, "processors"],
                   env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["processors"])}),
         ChildSpec(name="workers", argv=[*brigade, "workers", *_pool_args(settings)],
-                  env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["workers"])}),
+                  env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["workers"]),
+                       **_callback_env(settings)}),
     ]
     return specs
 
@@ -62,6 +64,23 @@ def metrics_endpoints(settings: Settings) -> list[str]:
     urls += [f"http://127.0.0.1:{port}/metrics" for port in EMBEDDED_METRICS_PORTS.values()]
     urls += sorted({f"{pool.endpoint.rstrip('/')}/metrics" for pool in settings.pools.values()})
     return urls
+
+
+def _callback_env(settings: Settings) -> dict[str, str]:
+    """Callback signing for the embedded stack: a secret made once and kept in the data dir.
+
+    Loopback targets are allowed here because ingress already refuses private callback URLs
+    for tenants not allowed them; the workers' own guard is for deployments without that.
+    """
+    env = {"BRIGADE_CALLBACKS__ALLOW_PRIVATE": "true"}
+    if settings.callbacks.secret_key is None:
+        path = settings.path("callback-secret")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        env["BRIGADE_CALLBACKS__SECRET_KEY"] = path.read_text().strip()
+    return env
 
 
 def _pool_args(settings: Settings) -> list[str]:
