@@ -113,9 +113,10 @@ async def submit_batch(request: Request, ingress: Ingress) -> Response:
     items = [item for _, item in validated]
     await _publish(ingress, tenant, items)
     results = [item.result for item in items]
+    base = status_url(request, "")
     for result in results:
         if result.jobId is not None and result.status in (200, 202):
-            result.statusUrl = status_url(request, result.jobId)
+            result.statusUrl = base + result.jobId
     accepted = sum(1 for r in results if r.status in (200, 202))
     answer = BatchAccepted(accepted=accepted, rejected=len(results) - accepted, results=results)
     shed = [r for r in results if r.status == 503]

@@ -110,7 +110,7 @@ def test_callback_urls_are_checked_against_the_tenant_policy(start_api: Callable
         "http://db.internal/cb",
     ]
     with api.client() as http:
-        for url in private + ["ftp://example.com/cb", "https://user:pw@example.com/cb"]:
+        for url in [*private, "ftp://example.com/cb", "https://user:pw@example.com/cb"]:
             assert "callbackUrl" in _fields(http.post("/v1/jobs", json={"input": url, "callbackUrl": url})), (
                 url
             )
