@@ -60,6 +60,9 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A SIGKILLed processor's partitions move after this long: it bounds recovery time.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
     table = app.Table("jobs", partitions=settings.topics.partitions, key_type=bytes,
                       value_type=bytes, use_partitioner=True, default=None)

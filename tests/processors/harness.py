@@ -59,11 +59,12 @@ class Processors:
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.killed: set[str] = set()
+        self.loglevel = "info"
 
     def start(self, node: str, *, delay_tiers: bool = True) -> subprocess.Popen[bytes]:
         """Start ``python -m processors`` as ``node`` (memory store)."""
         args = [sys.executable, "-m", "processors", "--node", node, "--store", "memory://",
-                "--loglevel", "warning"]
+                "--loglevel", self.loglevel]
         if not delay_tiers:
             args.append("--no-delay-tiers")
         with (self.logs / f"{node}.log").open("ab") as log:
