@@ -103,7 +103,8 @@ def _batch_body(counter: itertools.count[int], size: int) -> Any:
 
 def _start_api(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "brigade", "api", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(Path(env["BRIGADE_DATA_DIR"]) / f"api-{port}.log", "wb")  # noqa: SIM115 (the child owns it)
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -112,7 +113,7 @@ def _start_api(env: dict[str, str], port: int, workers: int) -> subprocess.Popen
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
-            raise RuntimeError(f"API exited: {process.stderr.read().decode() if process.stderr else ''}")
+            raise RuntimeError(f"API exited; see {log.name}")
         time.sleep(0.2)
     process.kill()
     raise RuntimeError("API not ready in 60 s")
@@ -202,6 +203,7 @@ def run(
             finally:
                 process.terminate()
                 process.wait(30)
+                print(Path(tmp, f"api-{port}.log").read_text()[-3000:], file=sys.stderr)
     emit(
         "ingress",
         "Ingress: accepted jobs/s with durable acks (acks=all, idempotent producer)",

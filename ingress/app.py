@@ -39,6 +39,7 @@ def create_app(
     read_model: ReadModel | None = None,
     tenants: TenantStore | None = None,
     embedded_projector: bool | None = None,
+    open_read_side: bool = True,
     lag_group: str | None = None,
     lag_interval_s: float = 1.0,
     produce_timeout_s: float = 15.0,
@@ -52,6 +53,9 @@ def create_app(
         tenants: the tenant store; by default the tenants file of ``settings``.
         embedded_projector: run the projector in this process (default: when the ClickHouse URL
             is ``chdb://`` and no read model was given, since chDB files belong to one process).
+        open_read_side: connect to ClickHouse for reads when no read model was given; off for
+            extra uvicorn workers over chDB (one process per chDB directory), which then answer
+            reads only for jobs they accepted themselves.
         lag_group: the consumer group whose lag drives back-pressure (default: the processor's).
         lag_interval_s: how often the lag is sampled.
         produce_timeout_s: how long a submission waits for the broker's ack before 503.
@@ -68,7 +72,7 @@ def create_app(
             Authenticate, tenants=store, limiter=ingress.limiter, metrics=metrics, public=PUBLIC_PATHS
         ),
     ]
-    own_read_side = read_model is None
+    own_read_side = read_model is None and open_read_side
     projector = (
         embedded_projector
         if embedded_projector is not None

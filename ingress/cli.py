@@ -23,7 +23,7 @@ def asgi_app() -> Starlette:
 
     # Several workers cannot share one chDB directory; the CLI says so through the environment.
     no_projector = os.environ.get(_NO_PROJECTOR_ENV) == "1"
-    return create_app(Settings(), embedded_projector=False if no_projector else None)
+    return create_app(Settings(), open_read_side=not no_projector)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,8 +45,9 @@ def register(app: typer.Typer) -> None:
         if workers > 1 and settings.clickhouse_url.startswith("chdb://"):
             os.environ[_NO_PROJECTOR_ENV] = "1"
             console.print(
-                "[yellow]several workers: the embedded projector is off (chDB is one-process)[/yellow]"
+                "[yellow]several workers over chDB: no read side (one process per chDB dir);[/yellow]"
             )
+            console.print("[yellow]point clickhouse_url at a ClickHouse server for reads[/yellow]")
         uvicorn.run(
             "ingress.cli:asgi_app",
             factory=True,

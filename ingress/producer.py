@@ -81,7 +81,7 @@ class JobConflict(JobValidationError):
 class CommandPublisher:
     """One durable producer plus the thread that serves its delivery reports."""
 
-    def __init__(self, *, settings: Settings, poll_interval_s: float = 0.05, **overrides: Any) -> None:
+    def __init__(self, *, settings: Settings, poll_interval_s: float = 0.005, **overrides: Any) -> None:
         self.topic = Topology(settings).commands
         self._codec = Codec()
         self._producer = KafkaProducer(producer_config(settings, **overrides))
