@@ -93,8 +93,8 @@ def create_app(
         delivery = await topic(name).send(key=key, value=value, force=True)
         await delivery
 
-    table = app.Table(TABLE_NAME, default=None, partitions=settings.topics.partitions,
-                      key_serializer="raw", value_serializer="json")
+    # Keys are job ids as raw bytes, values JobView dicts (the app's default codecs: raw/json).
+    table = app.Table(TABLE_NAME, default=None, partitions=settings.topics.partitions, key_type=bytes)
     runtime = WorkerRuntime(
         settings=settings,
         pools=pools,
