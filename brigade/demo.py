@@ -143,13 +143,24 @@ def _wait(client: Client, expected: list[Expectation], console: Console, timeout
         while time.monotonic() < deadline:
             for item in expected:
                 if item.final is None:
-                    status = client.get(item.job_id)["status"]
+                    status = _status(client, item.job_id)
                     item.final = status if status in TERMINAL else None
             done = sum(1 for e in expected if e.final is not None)
             progress.update(task, completed=done)
             if done == len(expected):
                 return
             time.sleep(0.25)
+
+
+def _status(client: Client, job_id: str) -> str | None:
+    # A job sent through the SDK is unknown to the API until the projection has it.
+    try:
+        status: str = client.get(job_id)["status"]
+    except ApiRequestError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return status
 
 
 def _callback_ok(receiver: Receiver, timeout_s: float = 30.0) -> bool:
