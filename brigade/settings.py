@@ -167,6 +167,7 @@ class Settings(BaseSettings):
     # Processes without an HTTP server of their own (processors, workers, projector) serve
     # Prometheus metrics here; 0 turns it off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("pools")
     @classmethod

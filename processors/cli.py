@@ -20,13 +20,16 @@ def processors(
     ctx: typer.Context,
     node: Annotated[str, typer.Option(help="This process's name (RocksDB files, logs).")] = "",
     store: Annotated[str, typer.Option(help="Table store URL; default rocksdb:// if available.")] = "",
-    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics here (0: off).")] = 0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics here (0: off; default: settings.metrics_port).")
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Faust worker log level.")] = "info",
     delay_tiers: Annotated[bool, typer.Option(help="Also run the delay-tier agent.")] = True,
 ) -> None:
     """Start a job-processor worker: state machine, routing, retries, leases, cancellation."""
-    run(ctx.obj, node=node, store=store, metrics_port=metrics_port, loglevel=loglevel,
-        delay_tiers=delay_tiers)
+    settings: Settings = ctx.obj
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    run(settings, node=node, store=store, metrics_port=port, loglevel=loglevel, delay_tiers=delay_tiers)
 
 
 def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: int = 0,
@@ -39,6 +42,7 @@ def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: in
     app = create_app(settings, store=store or None, node=node or f"{socket.gethostname()}-processor",
                      delay_tiers=delay_tiers)
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=app.brigade_metrics.registry)  # type: ignore[attr-defined]
+        registry = app.brigade_metrics.registry  # type: ignore[attr-defined]
+        start_http_server(metrics_port, addr=settings.metrics_host, registry=registry)
     logging.getLogger("processors").setLevel(loglevel.upper())
     run_worker(app, loglevel=loglevel)

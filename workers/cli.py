@@ -32,5 +32,5 @@ def register(app: typer.Typer) -> None:
         metrics = WorkerMetrics()
         faust_app = create_app(settings, pool, store=store, metrics=metrics)
         if settings.metrics_port:
-            start_http_server(settings.metrics_port, registry=metrics.registry)
+            start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
         faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
