@@ -21,7 +21,7 @@ def processors(
     node: Annotated[str, typer.Option(help="This process's name (RocksDB files, logs).")] = "",
     store: Annotated[str, typer.Option(help="Table store URL; default rocksdb:// if available.")] = "",
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics here (0: off; default: settings.metrics_port).")
+        int | None, typer.Option(help="Prometheus /metrics port (0: off; default settings.metrics_port).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Faust worker log level.")] = "info",
     delay_tiers: Annotated[bool, typer.Option(help="Also run the delay-tier agent.")] = True,
