@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from brigade.settings import Settings
+from ingress.admin import Operator, ensure_operator_token
 from ingress.backpressure import LagMonitor, processor_group
 from ingress.errors import ApiError
 from ingress.metrics import ApiMetrics
@@ -73,6 +74,7 @@ def create_app(
         ),
     ]
     own_read_side = read_model is None and open_read_side
+    operator = Operator()
     projector = (
         embedded_projector
         if embedded_projector is not None
@@ -92,19 +94,22 @@ def create_app(
             ingress.lag.start()
             stack.callback(ingress.lag.stop)
             if own_read_side:
-                ingress.read_model = _open_read_side(settings, stack, run_projector=projector)
+                ingress.read_model = _open_read_side(
+                    settings, stack, run_projector=projector, operator=operator
+                )
             yield
 
     app = Starlette(
         routes=ROUTES, middleware=middleware, lifespan=lifespan, exception_handlers={ApiError: _api_error}
     )
     app.state.ingress = ingress
+    app.state.operator = operator
     app.state.openapi = openapi_bytes(settings)
     return app
 
 
 def _open_read_side(
-    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool
+    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator
 ) -> ReadModel | None:
     """The projections' ClickHouse read model (and projector), when that package is present."""
     try:
@@ -115,6 +120,10 @@ def _open_read_side(
         return None
     clickhouse = backends.connect(settings.clickhouse_url)
     stack.callback(clickhouse.close)
+    if settings.clickhouse_url.startswith("chdb://"):
+        # This process now holds the chDB directory; operator commands come through here.
+        operator.attach(clickhouse, ensure_operator_token(settings))
+        stack.callback(operator.detach)
     _migrate(clickhouse)
     if run_projector:
         _start_projector(settings, clickhouse, stack)

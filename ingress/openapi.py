@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from brigade.settings import Settings
+from ingress import admin
 from ingress import models as m
 
 _REF = "#/components/schemas/{model}"
@@ -34,6 +35,7 @@ _SCHEMA_MODELS: list[type[BaseModel]] = [
     m.CancelAccepted,
     m.ErrorBody,
     m.Health,
+    admin.ClickHouseRequest,
 ]
 
 
@@ -193,14 +195,27 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             "title": "Brigade",
             "version": "1",
             "description": "Submit inference jobs and follow them; every route but health, "
-            "metrics and this document needs an API key (Authorization: Bearer).",
+            "metrics and this document needs an API key (Authorization: Bearer); the operator "
+            "endpoint under /v1/admin takes the operator token instead.",
         },
         "servers": [{"url": f"http://{settings.api.host}:{settings.api.port}"}],
         "security": [{"bearer": []}],
-        "paths": {**_submit_ops(settings.api.max_wait_s), **_read_ops(), **_public_ops()},
+        "paths": {
+            **_submit_ops(settings.api.max_wait_s),
+            **_read_ops(),
+            **_public_ops(),
+            **admin.openapi_paths(),
+        },
         "components": {
             "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "operator": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Operator token from <data dir>/operator-token (not a tenant key)",
+                },
+            },
         },
     }
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from brigade.errors import KafkaError
+from ingress.admin import ADMIN_CLICKHOUSE_PATH, admin_clickhouse
 from ingress.batch import submit_batch
 from ingress.errors import ApiError
 from ingress.http import (
@@ -186,5 +187,7 @@ ROUTES = [
     Route("/readyz", readyz, methods=["GET"], name="readyz"),
     Route("/metrics", metrics, methods=["GET"], name="metrics"),
     Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+    Route(ADMIN_CLICKHOUSE_PATH, admin_clickhouse, methods=["POST"], name="admin_clickhouse"),
 ]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# Passed without a tenant key; the operator endpoint checks its own token instead.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", ADMIN_CLICKHOUSE_PATH})

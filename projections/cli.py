@@ -16,7 +16,7 @@ from rich.table import Table
 from brigade.errors import ConfigError, KafkaError, ProjectionError
 from brigade.settings import Settings
 from processors.lifecycle import Job
-from projections.backends import connect
+from projections.backends import connect, open_clickhouse
 from projections.reports import REPORTS, Report, raw_query
 
 console = Console()
@@ -91,7 +91,7 @@ def query(
         raise ConfigError(f"--format must be table, json or csv, not {fmt!r}")
     if sql is None and report not in REPORTS:
         raise ConfigError(f"name a report ({', '.join(REPORTS)}) or pass --sql")
-    ch = connect(settings.clickhouse_url)
+    ch = open_clickhouse(settings)
     try:
         if sql is not None:
             result = raw_query(ch, sql)
@@ -140,7 +140,7 @@ def replay(
 
     settings: Settings = ctx.obj
     start = parse_time(since) if since else None
-    ch = connect(settings.clickhouse_url, database=into) if into else connect(settings.clickhouse_url)
+    ch = open_clickhouse(settings, database=into)
     try:
         with _progress() as bar:
             task = bar.add_task("replaying", total=None, rate="")
@@ -209,7 +209,7 @@ def audit(
     from projections.audit import timeline
 
     settings: Settings = ctx.obj
-    ch = connect(settings.clickhouse_url)
+    ch = open_clickhouse(settings)
     try:
         steps = timeline(ch, job_id, tenant_id=tenant)
     finally:

@@ -103,6 +103,19 @@ class ChdbClickHouse:
         columns = {name: [row[index] for row in rows] for index, name in enumerate(column_names)}
         self.insert_columns(table, columns)
 
+    def query_bytes(self, sql: str, fmt: str, params: Mapping[str, str] | None = None) -> bytes:
+        """Run ``sql`` and return chDB's raw output in format ``fmt`` (``JSONCompact``, ``Null``...).
+
+        ``params`` are already in ClickHouse's text form (see
+        :func:`projections.backends.binding.format_params`); this is what the API's operator
+        endpoint serves to :class:`projections.backends.proxy.ProxyClickHouse`.
+
+        Raises:
+            ProjectionError: the statement failed or the connection is closed.
+        """
+        self._types.clear()  # as in execute: the statement may have changed a table
+        return self._send(sql, fmt, dict(params or {}))
+
     def close(self) -> None:
         """Close this connection; the engine stops once its last connection closes."""
         with self._lock:
@@ -127,7 +140,9 @@ class ChdbClickHouse:
         self._run(sql, "Null", None)
 
     def _run(self, sql: str, fmt: str, params: Params | None) -> bytes:
-        bound = format_params(params)
+        return self._send(sql, fmt, format_params(params))
+
+    def _send(self, sql: str, fmt: str, bound: dict[str, str]) -> bytes:
         with self._lock:
             if self._session is None:
                 raise ProjectionError("the chDB connection is closed")
