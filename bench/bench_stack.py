@@ -1,0 +1,138 @@
+"""Whole-stack benchmarks, each against a fresh ``brigade up`` on this machine.
+
+(a) orchestration ceiling: no-op jobs (emulator at zero latency) submitted with the
+    producer SDK, until every job is projected as succeeded;
+(b) interactive end-to-end latency minus model time, at a steady low rate;
+(c) batching efficiency with the real model: embeddings/s through the stack divided by the
+    raw model's embeddings/s in a tight loop, measured in the same run;
+(d) the same no-op workload through Celery + Redis (acks_late), reported as a ratio.
+
+    .venv/bin/python -m bench.bench_stack [--jobs 3000] [--embeddings 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.bench_celery import celery_jobs_per_second
+from bench.report import emit, percentile
+from bench.stack import EMULATED, RunningStack, embedded_stack
+from ingress.client import Client
+from ingress.producer import JobProducer
+from projections.backends import open_clickhouse
+
+
+def _succeeded(stack: RunningStack) -> int:
+    ch = open_clickhouse(stack.settings)
+    try:
+        rows = ch.query("SELECT count() FROM jobs FINAL WHERE status = 'succeeded'")
+    finally:
+        ch.close()
+    return int(rows[0][0])
+
+
+def _submit_and_drain(stack: RunningStack, texts: list[str], *, model_hint: str | None,
+                      timeout_s: float) -> float:
+    """Submit ``texts`` through the SDK (batch lane) and return seconds until all succeeded."""
+    baseline = _succeeded(stack)
+    started = time.perf_counter()
+    with JobProducer(settings=stack.settings, tenant_id=stack.tenant_id) as producer:
+        body: dict[str, Any] = {"priority": "batch"}
+        if model_hint:
+            body["modelHint"] = model_hint
+        futures = [producer.submit({**body, "input": text}) for text in texts]
+        producer.flush(60)
+        for future in futures:
+            future.result(60)
+    deadline = started + timeout_s
+    while _succeeded(stack) < baseline + len(texts):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"only {_succeeded(stack) - baseline} of {len(texts)} jobs succeeded")
+        time.sleep(0.25)
+    return time.perf_counter() - started
+
+
+def ceiling(jobs: int, run_id: str) -> dict[str, Any]:
+    """(a) no-op jobs/s through the whole stack."""
+    with embedded_stack(model_server=False) as stack:
+        _submit_and_drain(stack, [f"warm-up {run_id} {i}" for i in range(100)], model_hint=EMULATED,
+                          timeout_s=300)
+        seconds = _submit_and_drain(stack, [f"noop {run_id} {i}" for i in range(jobs)], model_hint=EMULATED,
+                                    timeout_s=900)
+    return {"jobs": jobs, "seconds": seconds, "jobs_per_s": jobs / seconds}
+
+
+def _model_ms(client: Client, job_id: str) -> float:
+    for event in client.events(job_id):
+        if event["type"] == "JobSucceeded":
+            detail = event["detail"]
+            return float(detail.get("latencyMs", detail.get("latency_ms", 0.0)))
+    return float("nan")
+
+
+def interactive_latency(rate_per_s: float, seconds: float, run_id: str) -> dict[str, Any]:
+    """(b) end-to-end latency of interactive jobs minus the model call, GPU-like emulator."""
+    with embedded_stack(model_server=False, batch_latency_ms=20, item_latency_ms=0.5) as stack, \
+            Client(stack.url, api_key=stack.api_key) as client:
+        def one(i: int) -> tuple[float, str]:
+            started = time.perf_counter()
+            job = client.submit({"input": f"interactive {run_id} {i}", "priority": "interactive",
+                                 "modelHint": EMULATED}, wait=30)
+            return (time.perf_counter() - started) * 1000, job["jobId"]
+
+        for i in range(20):
+            one(-i - 1)
+        count = int(rate_per_s * seconds)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = []
+            for i in range(count):
+                futures.append(pool.submit(one, i))
+                time.sleep(1 / rate_per_s)  # the load generator's pacing, not synchronisation
+            results = [f.result() for f in futures]
+        overhead = [total - _model_ms(client, job_id) for total, job_id in results]
+        totals = [total for total, _ in results]
+    return {"jobs": count, "rate_per_s": rate_per_s,
+            "e2e_p50_ms": percentile(totals, 0.5), "e2e_p99_ms": percentile(totals, 0.99),
+            "minus_model_p50_ms": percentile(overhead, 0.5), "minus_model_p99_ms": percentile(overhead, 0.99)}
+
+
+def batching_efficiency(embeddings: int, run_id: str) -> dict[str, Any]:
+    """(c) real-model embeddings/s through the stack ÷ the raw model's, same batch size."""
+    from bench.bench_model import raw_embeddings_per_second, sample_texts
+
+    raw = raw_embeddings_per_second(64, min(embeddings, 1024))
+    texts = [f"{text} ({run_id} {i})" for i, text in enumerate(sample_texts(embeddings))]
+    with embedded_stack(model_server=True) as stack:
+        _submit_and_drain(stack, texts[:64], model_hint=None, timeout_s=300)
+        seconds = _submit_and_drain(stack, texts, model_hint=None, timeout_s=900)
+    through = embeddings / seconds
+    return {"embeddings": embeddings, "through_brigade_per_s": through, "raw_model_per_s": raw,
+            "efficiency": through / raw}
+
+
+def main() -> None:
+    """Run (a) to (d) and report."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--embeddings", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    run_id = str(int(time.time()))
+    noop = ceiling(args.jobs, run_id)
+    celery = celery_jobs_per_second(args.jobs)
+    latency = interactive_latency(args.rate, args.seconds, run_id)
+    efficiency = batching_efficiency(args.embeddings, run_id)
+    emit("stack-ceiling", "(a)+(d) no-op jobs through the whole stack vs Celery+Redis", [
+        {"system": "brigade (SDK → processor → worker → projection)", **noop},
+        {"system": "celery+redis, acks_late (peer)", **celery},
+    ], extra={"ratio_brigade_over_celery": noop["jobs_per_s"] / celery["jobs_per_s"]})
+    emit("stack-latency", "(b) interactive latency, emulator 20 ms + 0.5 ms/item", [latency])
+    emit("stack-batching", "(c) batching efficiency with all-MiniLM-L6-v2", [efficiency])
+
+
+if __name__ == "__main__":
+    main()
