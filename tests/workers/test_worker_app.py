@@ -119,7 +119,8 @@ def test_cancelled_and_redelivered_jobs_do_not_reach_the_model(
     # A redelivered work message for a job whose success is already in the log is skipped.
     processor.dispatcher.work(first)
     (again,) = processor.wait_for(lambda: processor.of(first.spec.job_id, "skipped"), what="redelivery")
-    assert "already succeeded" in (again.error or "")
+    # Either guard may fire first: the job-state table (JobSucceeded) or this process's memory.
+    assert "already" in (again.error or "")
     # A job cancelled before its work message is consumed is skipped without a model call.
     late = make_spec("cancelled first", lane="interactive")
     processor.cancel(late.job_id)
