@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from brigade.errors import BrigadeError
 from schemas.records import (
@@ -104,6 +104,35 @@ class Job:
         return max(1, self.spec.max_attempts) if self.spec is not None else 1
 
 
+def _copier() -> Callable[..., Job]:
+    """Generate ``evolve(job, changes)``: a copy of ``job`` with ``changes`` applied.
+
+    ``dataclasses.replace`` re-runs ``__init__`` through keyword arguments and field
+    introspection (about 7 us per event, most of the fold's cost); filling a new
+    instance's slots directly is about 3x cheaper. Frozen-ness is unaffected: the slots
+    are set once, before anyone holds the new state.
+    """
+    names = [item.name for item in dataclasses.fields(Job)]
+    scope: dict[str, Any] = {"new": object.__new__, "Job": Job, "setters": {}}
+    lines = ["def evolve(job, changes):", "    state = new(Job)"]
+    for index, name in enumerate(names):
+        setter = getattr(Job, name).__set__  # the slot's member descriptor
+        scope[f"set_{index}"] = scope["setters"][name] = setter
+        lines.append(f"    set_{index}(state, job.{name})")
+    lines += ["    for name, value in changes.items():", "        setters[name](state, value)",
+              "    return state"]
+    exec(compile("\n".join(lines), "<lifecycle evolve>", "exec"), scope)  # the code generated just above
+    return scope["evolve"]  # type: ignore[no-any-return]
+
+
+_copy_with = _copier()
+
+
+def _evolve(job: Job, /, **changes: Any) -> Job:
+    """``dataclasses.replace(job, **changes)``, faster (see ``_copier``)."""
+    return _copy_with(job, changes)
+
+
 def _errors(job: Job, error: str) -> tuple[str, ...]:
     return (*job.errors, error)[-MAX_ERRORS:]
 
@@ -135,7 +164,7 @@ def _queued(job: Job, e: JobQueued) -> Job:
     if job.status not in ("queued", "running"):
         raise _illegal(job, e)
     free = job.free_attempts + (1 if e.reason == "fallback" else 0)
-    return dataclasses.replace(
+    return _evolve(
         job, status="queued", phase="dispatched", attempt=e.attempt, free_attempts=free,
         pool=e.pool, lane=e.lane, model=e.model, worker=None, batch_id=None,
         lease_deadline=None, next_retry_at=None, sequence=e.envelope.sequence,
@@ -146,7 +175,7 @@ def _queued(job: Job, e: JobQueued) -> Job:
 def _started(job: Job, e: JobStarted) -> Job:
     if job.phase != "dispatched" or e.attempt != job.attempt:
         raise _illegal(job, e)
-    return dataclasses.replace(
+    return _evolve(
         job, status="running", phase="running", worker=e.worker, batch_id=e.batch_id,
         lease_deadline=e.lease_deadline, model=e.model or job.model,
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
@@ -156,7 +185,7 @@ def _started(job: Job, e: JobStarted) -> Job:
 def _retry_scheduled(job: Job, e: JobRetryScheduled) -> Job:
     if job.phase not in ("dispatched", "running"):
         raise _illegal(job, e)
-    return dataclasses.replace(
+    return _evolve(
         job, status="queued", phase="retry_wait", next_retry_at=e.due_at, lease_deadline=None,
         worker=None, last_error=e.reason, errors=_errors(job, e.reason),
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
@@ -166,7 +195,7 @@ def _retry_scheduled(job: Job, e: JobRetryScheduled) -> Job:
 def _succeeded(job: Job, e: JobSucceeded) -> Job:
     if job.phase not in ("dispatched", "running") or e.attempt != job.attempt:
         raise _illegal(job, e)
-    return dataclasses.replace(
+    return _evolve(
         job, status="succeeded", phase="done", model=e.model or job.model,
         result_ref=e.result_ref, result_inline=e.result_inline, result_size=e.result_size,
         result_sha256=e.result_sha256, lease_deadline=None, reason=None,
@@ -178,11 +207,11 @@ def _failed(job: Job, e: JobFailed) -> Job:
     if job.terminal:
         raise _illegal(job, e)
     if not e.terminal:
-        return dataclasses.replace(
+        return _evolve(
             job, last_error=e.reason, errors=_errors(job, e.reason),
             sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
         )
-    return dataclasses.replace(
+    return _evolve(
         job, status="failed", phase="done", reason=e.reason, last_error=e.reason,
         errors=_errors(job, e.reason), lease_deadline=None, next_retry_at=None,
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
@@ -192,7 +221,7 @@ def _failed(job: Job, e: JobFailed) -> Job:
 def _dead_lettered(job: Job, e: JobDeadLettered) -> Job:
     if job.status != "failed" or job.dead_lettered:
         raise _illegal(job, e)
-    return dataclasses.replace(
+    return _evolve(
         job, dead_lettered=True, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
     )
 
@@ -200,7 +229,7 @@ def _dead_lettered(job: Job, e: JobDeadLettered) -> Job:
 def _cancel_requested(job: Job, e: JobCancelRequested) -> Job:
     if job.status != "running" or job.cancel_requested:
         raise _illegal(job, e)
-    return dataclasses.replace(
+    return _evolve(
         job, cancel_requested=True, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
     )
 
@@ -208,7 +237,7 @@ def _cancel_requested(job: Job, e: JobCancelRequested) -> Job:
 def _cancelled(job: Job, e: JobCancelled) -> Job:
     if job.terminal:
         raise _illegal(job, e)
-    return dataclasses.replace(
+    return _evolve(
         job, status="cancelled", phase="done", reason=e.reason or "cancelled", lease_deadline=None,
         next_retry_at=None, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
@@ -218,7 +247,7 @@ def _lease_expired(job: Job, e: JobLeaseExpired) -> Job:
     if job.status != "running" or e.attempt != job.attempt:
         raise _illegal(job, e)
     error = f"lease expired (attempt {e.attempt}, worker {e.worker})"
-    return dataclasses.replace(
+    return _evolve(
         job, status="queued", phase="new", worker=None, lease_deadline=None, last_error=error,
         errors=_errors(job, error), sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
@@ -228,13 +257,13 @@ def _rejected(job: Job, e: JobRejected) -> Job:
     conflicts = job.conflicts
     if e.reason == "conflict" and e.detail not in conflicts:
         conflicts = (*conflicts, e.detail)[-MAX_ERRORS:]
-    return dataclasses.replace(
+    return _evolve(
         job, conflicts=conflicts, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
     )
 
 
 def _callback(job: Job, e: JobCallbackAttempted) -> Job:
-    return dataclasses.replace(
+    return _evolve(
         job, callback_attempts=max(job.callback_attempts, e.callback_attempt),
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )

@@ -3,18 +3,27 @@
 Wire format: ``C3 01`` magic, the writer schema's 8-byte little-endian CRC-64-AVRO
 fingerprint, then the Avro binary body. Readers look the writer schema up by fingerprint
 and resolve it into the newest version they know, as a schema registry would.
+
+Speed (measured, see docs/event-contract.md): fastavro re-parses a schema on every call
+unless the schema carries its "parsed" marker, which the registry's copies do not (they
+are parsed for fingerprinting); the codec keeps its own marked copies, one per writer
+fingerprint, and skips resolution when the writer is the newest version. Records are
+built and taken apart by small functions generated once per class from its dataclass
+fields (``_Shape``), about twice as fast as a generic ``cls(**kwargs)`` loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from brigade.errors import DecodeError, SchemaError
 from schemas.records import NESTED_TYPES, RECORD_TYPES
@@ -33,24 +42,15 @@ def camel(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """How one Python record class maps to its Avro record."""
+    """How one Python record class maps to its Avro record.
+
+    ``to_avro`` and ``from_avro`` are generated from ``fields`` (see ``_compile``).
+    """
 
     cls: type
     fields: tuple[tuple[str, str, _Shape | None], ...]  # (python name, avro name, nested)
-
-    def to_avro(self, record: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for py_name, avro_name, nested in self.fields:
-            value = getattr(record, py_name)
-            out[avro_name] = nested.to_avro(value) if nested is not None else value
-        return out
-
-    def from_avro(self, data: dict[str, Any]) -> Any:
-        kwargs: dict[str, Any] = {}
-        for py_name, avro_name, nested in self.fields:
-            value = data[avro_name]
-            kwargs[py_name] = nested.from_avro(value) if nested is not None else value
-        return self.cls(**kwargs)
+    to_avro: Callable[[Any], dict[str, Any]]
+    from_avro: Callable[[dict[str, Any]], Any]
 
 
 @cache
@@ -62,7 +62,55 @@ def _shape(cls: type) -> _Shape:
         hint = hints[item.name]
         nested = _shape(hint) if hint in nested_classes else None
         fields.append((item.name, camel(item.name), nested))
-    return _Shape(cls, tuple(fields))
+    return _compile(cls, tuple(fields))
+
+
+def _compile(cls: type, fields: tuple[tuple[str, str, _Shape | None], ...]) -> _Shape:
+    """Generate the shape's two converters as straight-line code.
+
+    ``from_avro`` creates the instance with ``object.__new__`` and fills each slot through
+    its descriptor: the records are frozen dataclasses whose ``__init__`` sets every
+    field with ``object.__setattr__`` behind keyword arguments, which costs twice as much.
+    Every field is in ``data`` (the reader schema fills defaults), so none is left unset.
+    """
+    names: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    to_lines, from_lines = [], []
+    for index, (py_name, avro_name, nested) in enumerate(fields):
+        names[f"set_{index}"] = _slot(cls, py_name).__set__
+        value, attribute = f"data[{avro_name!r}]", f"record.{py_name}"
+        if nested is not None:
+            names[f"nested_{index}"] = nested
+            value = f"nested_{index}.from_avro({value})"
+            attribute = f"nested_{index}.to_avro({attribute})"
+        from_lines.append(f"    set_{index}(record, {value})")
+        to_lines.append(f"        {avro_name!r}: {attribute},")
+    source = "\n".join([
+        "def to_avro(record):", "    return {", *to_lines, "    }",
+        "def from_avro(data):", "    record = new(cls)", *from_lines, "    return record",
+    ])
+    exec(compile(source, f"<codec shape {cls.__name__}>", "exec"), names)  # the code generated just above
+    return _Shape(cls, fields, names["to_avro"], names["from_avro"])
+
+
+def _slot(cls: type, name: str) -> types.MemberDescriptorType:
+    slot = getattr(cls, name)  # inherited slots (the circuit events) live on a base class
+    if not isinstance(slot, types.MemberDescriptorType):
+        raise SchemaError(f"{cls.__name__}.{name}: records must be slots dataclasses")
+    return slot
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """How to decode bodies written with one writer schema."""
+
+    writer: SchemaVersion
+    writer_schema: Any  # parsed with fastavro's marker, so it is not re-parsed per call
+    reader_schema: Any  # None when the writer is the newest version: no resolution
+    shape: _Shape
+
+
+def _marked(version: SchemaVersion) -> Any:
+    return parse_schema(version.raw)
 
 
 class Codec:
@@ -71,9 +119,11 @@ class Codec:
     def __init__(self, registry: Registry | None = None) -> None:
         self._registry = registry or default_registry()
         self._name_of = {cls: name for name, cls in RECORD_TYPES.items()}
-        self._writers: dict[type, tuple[SchemaVersion, _Shape]] = {}
+        self._writers: dict[type, tuple[SchemaVersion, Any, _Shape]] = {}
         for name, cls in RECORD_TYPES.items():
-            self._writers[cls] = (self._registry.latest(name), _shape(cls))
+            latest = self._registry.latest(name)
+            self._writers[cls] = (latest, _marked(latest), _shape(cls))
+        self._readers: dict[bytes, _Reader] = {}  # by fingerprint bytes, filled on first use
 
     def encode(self, record: object) -> bytes:
         """Encode ``record`` with the newest schema of its type.
@@ -82,16 +132,16 @@ class Codec:
             SchemaError: the record's type has no schema, or a field does not fit it.
         """
         try:
-            schema, shape = self._writers[type(record)]
+            version, schema, shape = self._writers[type(record)]
         except KeyError as exc:
             raise SchemaError(f"{type(record).__name__} has no Avro schema") from exc
         buffer = io.BytesIO()
         buffer.write(MAGIC)
-        buffer.write(schema.fingerprint_bytes)
+        buffer.write(version.fingerprint_bytes)
         try:
-            schemaless_writer(buffer, schema.parsed, shape.to_avro(record))
+            schemaless_writer(buffer, schema, shape.to_avro(record))
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise SchemaError(f"{schema.full_name}: record does not fit schema: {exc}") from exc
+            raise SchemaError(f"{version.full_name}: record does not fit schema: {exc}") from exc
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> Any:
@@ -100,21 +150,20 @@ class Codec:
         Raises:
             DecodeError: the bytes are not a Brigade record; carries them and the reason.
         """
-        writer = self._writer_of(data)
-        reader = self._registry.latest(writer.full_name)
+        reader = self._readers.get(data[2:_HEADER_SIZE]) if data[:2] == MAGIC else None
+        if reader is None:
+            reader = self._reader_of(data)
         buffer = io.BytesIO(data)
         buffer.seek(_HEADER_SIZE)
         try:
-            if reader.fingerprint == writer.fingerprint:
-                body = schemaless_reader(buffer, writer.parsed, None)
-            else:
-                body = schemaless_reader(buffer, writer.parsed, reader.parsed)
+            body = schemaless_reader(buffer, reader.writer_schema, reader.reader_schema)
         except Exception as exc:
-            raise DecodeError(f"{writer.full_name}: body does not decode: {exc!r}", raw=data) from exc
-        if buffer.tell() != len(data):
-            raise DecodeError(f"{writer.full_name}: {len(data) - buffer.tell()} trailing bytes", raw=data)
+            raise DecodeError(f"{reader.writer.full_name}: body does not decode: {exc!r}", raw=data) from exc
+        extra = len(data) - buffer.tell()
+        if extra:
+            raise DecodeError(f"{reader.writer.full_name}: {extra} trailing bytes", raw=data)
         assert isinstance(body, dict)
-        return _shape(RECORD_TYPES[writer.full_name]).from_avro(body)
+        return reader.shape.from_avro(body)
 
     def decode_as(self, data: bytes, expected: type[T]) -> T:
         """Decode and check that the record is an ``expected``; raise ``DecodeError`` if not."""
@@ -129,7 +178,8 @@ class Codec:
         """The Avro full name of a record class."""
         return self._name_of[record_type]
 
-    def _writer_of(self, data: bytes) -> SchemaVersion:
+    def _reader_of(self, data: bytes) -> _Reader:
+        """The reader for ``data``'s writer schema, made and cached on first sight."""
         if len(data) < _HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoding (bad magic or too short)", raw=data)
         value = int.from_bytes(data[2:_HEADER_SIZE], "little")
@@ -138,4 +188,8 @@ class Codec:
             raise DecodeError(f"unknown writer schema fingerprint {value:#018x}", raw=data)
         if writer.full_name not in RECORD_TYPES:
             raise DecodeError(f"{writer.full_name} is not a top-level record", raw=data)
-        return writer
+        latest = self._registry.latest(writer.full_name)
+        resolve = None if latest.fingerprint == writer.fingerprint else _marked(latest)
+        reader = _Reader(writer, _marked(writer), resolve, _shape(RECORD_TYPES[writer.full_name]))
+        self._readers[data[2:_HEADER_SIZE]] = reader
+        return reader

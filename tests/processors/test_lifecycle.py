@@ -375,3 +375,20 @@ def test_redelivering_every_input_twice_changes_nothing(steps: list[tuple[Input,
     assert len(ids_twice) == len(set(ids_twice))
     assert state_once is not None and state_twice is not None
     assert state_once.status == state_twice.status or state_twice.terminal or state_once.terminal
+
+
+def test_evolve_equals_dataclasses_replace() -> None:
+    from processors.lifecycle import _evolve
+
+    s = spec()
+    state, _, _ = run([(submit(s), 0), (outcome(s, "started"), 1)])
+    assert state is not None
+    changes = {"status": "succeeded", "phase": "done", "errors": ("x",), "result_ref": "r", "sequence": 9}
+    evolved = _evolve(state, **changes)
+    assert evolved == dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+    assert repr(evolved) == repr(dataclasses.replace(state, **changes))  # type: ignore[arg-type]
+    assert state.status == "running" and evolved is not state
+    with pytest.raises(KeyError):
+        _evolve(state, no_such_field=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evolved.status = "failed"  # type: ignore[misc]

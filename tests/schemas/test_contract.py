@@ -15,7 +15,7 @@ from schemas.registry import SCHEMA_DIR, Registry, default_registry
 
 
 def _avro_fields(schema: dict[str, object]) -> dict[str, object]:
-    return {f["name"]: f for f in schema["fields"]}  # type: ignore[index, attr-defined]
+    return {f["name"]: f for f in schema["fields"]}  # type: ignore[attr-defined]
 
 
 def _named(schema: dict[str, object], full_name: str) -> dict[str, object] | None:
