@@ -76,21 +76,55 @@ def advance(tracked: Tracked | None, event: r.LifecycleEvent) -> tuple[Tracked, 
         Skip: the event is a duplicate (its sequence is not past the job's).
         processors.lifecycle.IllegalTransition: the state machine refuses the event.
     """
-    envelope = event.envelope
-    if tracked is not None and envelope.sequence <= tracked.job.sequence:
+    new = track(tracked, event)
+    before = tracked if tracked is not None else Tracked(job=new.job, last_event="")
+    return new, _MEASURES.get(type(event), _attempt_only)(before, event)
+
+
+def track(tracked: Tracked | None, event: r.LifecycleEvent) -> Tracked:
+    """``advance`` without the measures: the state alone (replay needs nothing more).
+
+    Raises:
+        Skip: the event is a duplicate (its sequence is not past the job's).
+        processors.lifecycle.IllegalTransition: the state machine refuses the event.
+    """
+    if tracked is not None and event.envelope.sequence <= tracked.job.sequence:
         raise Skip()
     job = apply(tracked.job if tracked is not None else None, event)
     if tracked is None:
-        tracked = Tracked(job=job, last_event="")
-    handler = _HANDLERS.get(type(event), _no_change)
-    changes, measures = handler(tracked, event)
-    # Built directly: dataclasses.replace costs several times more on this hot path.
-    get = changes.get
-    new = Tracked(
-        job, type(event).__name__, get("queued_at", tracked.queued_at), get("started_at", tracked.started_at),
-        get("finished_at", tracked.finished_at), get("error_class", tracked.error_class),
-    )
-    return new, measures
+        return Tracked(job, type(event).__name__)
+    return Tracked(job, type(event).__name__, *_times(tracked, event))
+
+
+def _times(tracked: Tracked, event: r.LifecycleEvent) -> tuple[datetime | None, datetime | None,
+                                                                datetime | None, str]:
+    """(queued_at, started_at, finished_at, error_class) after ``event``.
+
+    Positional and branchy on purpose: this runs once per replayed event, and a per-type
+    dict of changes plus ``dataclasses.replace`` cost several times more.
+    """
+    at = event.envelope.occurred_at
+    kind = type(event)
+    queued, started, finished, error = tracked.queued_at, tracked.started_at, tracked.finished_at, \
+        tracked.error_class
+    if kind is r.JobQueued:
+        queued, started = at, None
+    elif kind is r.JobStarted:
+        started = at
+    elif kind in _RESTARTS:
+        started = None
+    elif kind is r.JobSucceeded:
+        finished, error = at, ""
+    elif isinstance(event, r.JobFailed):
+        error = event.error_class
+        finished = at if event.terminal else finished
+    elif kind in _FINISHES:
+        finished = at
+    return queued, started, finished, error
+
+
+_RESTARTS = frozenset({r.JobRetryScheduled, r.JobLeaseExpired})  # the attempt's clock stops
+_FINISHES = frozenset({r.JobDeadLettered, r.JobCancelled})
 
 
 def fold_events(events: Iterable[r.LifecycleEvent]) -> Tracked | None:
@@ -98,7 +132,7 @@ def fold_events(events: Iterable[r.LifecycleEvent]) -> Tracked | None:
     tracked: Tracked | None = None
     for event in events:
         try:
-            tracked, _ = advance(tracked, event)
+            tracked = track(tracked, event)
         except Skip:
             continue
     return tracked
@@ -110,29 +144,26 @@ def _ms(later: datetime, earlier: datetime | None) -> float | None:
     return (later - earlier).total_seconds() * 1000.0
 
 
-_Result = tuple[dict[str, Any], Measures]
-_Handler = Callable[[Tracked, Any], _Result]
+# Each measure function sees the job's state *before* the event.
+_Measure = Callable[[Tracked, Any], Measures]
 
 
-def _no_change(tracked: Tracked, event: Any) -> _Result:
-    return {}, Measures(attempt=int(getattr(event, "attempt", 0) or 0))
+def _attempt_only(tracked: Tracked, event: Any) -> Measures:
+    return Measures(attempt=int(getattr(event, "attempt", 0) or 0))
 
 
-def _queued(tracked: Tracked, event: r.JobQueued) -> _Result:
-    changes = {"queued_at": event.envelope.occurred_at, "started_at": None}
-    return changes, Measures(attempt=event.attempt, reason=event.reason, model=event.model)
+def _queued(tracked: Tracked, event: r.JobQueued) -> Measures:
+    return Measures(attempt=event.attempt, reason=event.reason, model=event.model)
 
 
-def _started(tracked: Tracked, event: r.JobStarted) -> _Result:
+def _started(tracked: Tracked, event: r.JobStarted) -> Measures:
+    queue_ms = _ms(event.envelope.occurred_at, tracked.queued_at)
+    return Measures(attempt=event.attempt, queue_ms=queue_ms, model=event.model)
+
+
+def _succeeded(tracked: Tracked, event: r.JobSucceeded) -> Measures:
     at = event.envelope.occurred_at
-    measures = Measures(attempt=event.attempt, queue_ms=_ms(at, tracked.queued_at), model=event.model)
-    return {"started_at": at}, measures
-
-
-def _succeeded(tracked: Tracked, event: r.JobSucceeded) -> _Result:
-    at = event.envelope.occurred_at
-    changes = {"finished_at": at, "error_class": ""}
-    measures = Measures(
+    return Measures(
         attempt=event.attempt,
         terminal=True,
         model=event.model,
@@ -141,15 +172,11 @@ def _succeeded(tracked: Tracked, event: r.JobSucceeded) -> _Result:
         processing_ms=_ms(at, tracked.started_at),
         total_ms=_ms(at, tracked.created_at),
     )
-    return changes, measures
 
 
-def _failed(tracked: Tracked, event: r.JobFailed) -> _Result:
+def _failed(tracked: Tracked, event: r.JobFailed) -> Measures:
     at = event.envelope.occurred_at
-    changes: dict[str, Any] = {"error_class": event.error_class}
-    if event.terminal:
-        changes["finished_at"] = at
-    measures = Measures(
+    return Measures(
         attempt=event.attempt,
         reason=event.reason,
         error_class=event.error_class,
@@ -158,46 +185,39 @@ def _failed(tracked: Tracked, event: r.JobFailed) -> _Result:
         processing_ms=_ms(at, tracked.started_at),
         total_ms=_ms(at, tracked.created_at) if event.terminal else None,
     )
-    return changes, measures
 
 
-def _retry_scheduled(tracked: Tracked, event: r.JobRetryScheduled) -> _Result:
+def _retry_scheduled(tracked: Tracked, event: r.JobRetryScheduled) -> Measures:
     # A 429 is counted once: on the failure when the processor reported one, else here.
     counted = tracked.last_event == "JobFailed" and is_rate_limited(
         tracked.error_class, tracked.job.last_error or ""
     )
     limited = not counted and (event.retry_after_ms is not None or is_rate_limited("", event.reason))
-    measures = Measures(
+    return Measures(
         attempt=event.attempt, reason=event.reason, delay_ms=float(event.delay_ms), rate_limited=limited
     )
-    return {"started_at": None}, measures
 
 
-def _dead_lettered(tracked: Tracked, event: r.JobDeadLettered) -> _Result:
-    at = event.envelope.occurred_at
-    changes = {"finished_at": at}
-    measures = Measures(
-        attempt=event.attempts, reason=event.reason, terminal=True, total_ms=_ms(at, tracked.created_at)
-    )
-    return changes, measures
+def _dead_lettered(tracked: Tracked, event: r.JobDeadLettered) -> Measures:
+    total_ms = _ms(event.envelope.occurred_at, tracked.created_at)
+    return Measures(attempt=event.attempts, reason=event.reason, terminal=True, total_ms=total_ms)
 
 
-def _cancel_requested(tracked: Tracked, event: r.JobCancelRequested) -> _Result:
-    return {}, Measures(reason=event.reason or "")
+def _cancel_requested(tracked: Tracked, event: r.JobCancelRequested) -> Measures:
+    return Measures(reason=event.reason or "")
 
 
-def _cancelled(tracked: Tracked, event: r.JobCancelled) -> _Result:
-    at = event.envelope.occurred_at
-    changes = {"finished_at": at}
-    return changes, Measures(reason=event.reason or "", terminal=True, total_ms=_ms(at, tracked.created_at))
+def _cancelled(tracked: Tracked, event: r.JobCancelled) -> Measures:
+    total_ms = _ms(event.envelope.occurred_at, tracked.created_at)
+    return Measures(reason=event.reason or "", terminal=True, total_ms=total_ms)
 
 
-def _lease_expired(tracked: Tracked, event: r.JobLeaseExpired) -> _Result:
-    return {"started_at": None}, Measures(attempt=event.attempt, reason="lease expired")
+def _lease_expired(tracked: Tracked, event: r.JobLeaseExpired) -> Measures:
+    return Measures(attempt=event.attempt, reason="lease expired")
 
 
-def _rejected(tracked: Tracked, event: r.JobRejected) -> _Result:
-    return {}, Measures(reason=event.reason)
+def _rejected(tracked: Tracked, event: r.JobRejected) -> Measures:
+    return Measures(reason=event.reason)
 
 
 def is_rate_limited(error_class: str, reason: str) -> bool:
@@ -205,7 +225,7 @@ def is_rate_limited(error_class: str, reason: str) -> bool:
     return error_class == "RateLimited" or "429" in reason
 
 
-_HANDLERS: dict[type, _Handler] = {
+_MEASURES: dict[type, _Measure] = {
     r.JobQueued: _queued,
     r.JobStarted: _started,
     r.JobSucceeded: _succeeded,

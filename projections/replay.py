@@ -19,7 +19,7 @@ from brigade.errors import DecodeError, Skip
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from processors.lifecycle import IllegalTransition, Job
-from projections.fold import Tracked, advance
+from projections.fold import Tracked, track
 from projections.logread import read_log
 from projections.migrations import apply_migrations
 from projections.types import ClickHouse
@@ -112,7 +112,7 @@ def _fold_record(out: Replayed, codec: Codec, value: bytes) -> None:
     if job_id in out.partial:
         return
     try:
-        out.jobs[job_id], _ = advance(out.jobs.get(job_id), event)
+        out.jobs[job_id] = track(out.jobs.get(job_id), event)
         out.events += 1
     except Skip:
         out.duplicates += 1

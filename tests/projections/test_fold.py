@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from brigade.errors import Skip
 from processors.lifecycle import fold
-from projections.fold import advance, fold_events
+from projections.fold import advance, fold_events, track
 from projections.simulate import PATHS, job_events, stream
 from tests.projections.test_queries import START
 
@@ -56,3 +56,14 @@ def test_a_rate_limited_retry_counts_one_429() -> None:
         tracked, m = advance(tracked, event)
         limited += m.rate_limited
     assert limited == 1
+
+
+@given(path=st.sampled_from(PATHS), seed=st.integers(0, 1000))
+@settings(max_examples=30, deadline=None)
+def test_track_is_advance_without_measures(path: str, seed: int) -> None:
+    events = job_events("j1", tenant_id="t", pool="p", model="m", path=path, start=START, seed=seed)  # type: ignore[arg-type]
+    tracked = advanced = None
+    for event in events:
+        tracked = track(tracked, event)
+        advanced, _ = advance(advanced, event)
+        assert tracked == advanced
