@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
         """Serve the HTTP API with uvicorn."""
         import uvicorn
 
+        from ingress.server import HTTP_PROTOCOL
+
         settings: Settings = ctx.obj
         if workers > 1 and settings.clickhouse_url.startswith("chdb://"):
             os.environ[_NO_PROJECTOR_ENV] = "1"
@@ -54,6 +56,7 @@ def register(app: typer.Typer) -> None:
             host=host or settings.api.host,
             port=port or settings.api.port,
             workers=workers,
+            http=HTTP_PROTOCOL,
             log_level="warning",
             access_log=False,
         )

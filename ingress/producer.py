@@ -20,9 +20,11 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +43,8 @@ from schemas.codec import Codec
 from schemas.records import CancelJob, SubmitJob
 
 _BUFFER_RETRY_S = 0.005
+# What the poll thread hands to an event loop: a future and its outcome (None: just resolve).
+_Ready = tuple[asyncio.Future[Any], "Delivery | BaseException | None"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,13 +83,20 @@ class JobConflict(JobValidationError):
 
 
 class CommandPublisher:
-    """One durable producer plus the thread that serves its delivery reports."""
+    """One durable producer plus the thread that serves its delivery reports.
 
-    def __init__(self, *, settings: Settings, poll_interval_s: float = 0.005, **overrides: Any) -> None:
+    Async callers get their acks without a polling delay: ``poll`` returns as soon as
+    reports arrive (its timeout only bounds an idle wait), the reports it served are
+    collected, and each event loop is woken once per poll with all of them
+    (``call_soon_threadsafe``), not once per message.
+    """
+
+    def __init__(self, *, settings: Settings, poll_interval_s: float = 0.05, **overrides: Any) -> None:
         self.topic = Topology(settings).commands
         self._codec = Codec()
         self._producer = KafkaProducer(producer_config(settings, **overrides))
         self._poll_interval_s = poll_interval_s
+        self._ready: deque[_Ready] = deque()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve_reports, name="command-publisher", daemon=True)
         self._thread.start()
@@ -93,6 +104,28 @@ class CommandPublisher:
     def _serve_reports(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(self._poll_interval_s)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Pass the collected async outcomes to their loops: one wake-up per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Ready]] = {}
+        while True:
+            try:  # popleft, not a length check: flush() may hand over from another thread
+                ready = self._ready.popleft()
+            except IndexError:
+                break
+            by_loop.setdefault(ready[0].get_loop(), []).append(ready)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle_all, items)
+
+    def _report_async(self, future: asyncio.Future[Any], err: Any, msg: Message) -> None:
+        # Runs in whichever thread polls; only collects (asyncio futures are not thread-safe).
+        outcome = KafkaError(f"delivery failed: {err}") if err is not None else _delivery(msg)
+        self._ready.append((future, outcome))
+
+    def _produce_now(self, value: bytes, key: str, callback: Any) -> None:
+        self._producer.produce(self.topic, value=value, key=key.encode(), on_delivery=callback)
 
     def publish(self, record: SubmitJob | CancelJob, *, key: str) -> Future[Delivery]:
         """Queue ``record`` keyed by ``key``; the future completes on the broker's ack.
@@ -130,16 +163,10 @@ class CommandPublisher:
         Raises:
             KafkaError: the broker did not take the message.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                future = self.publish(record, key=key)
-                break
-            except BufferError as exc:
-                if time.monotonic() > deadline:
-                    raise KafkaError("the producer's local queue stayed full") from exc
-                await asyncio.sleep(_BUFFER_RETRY_S)
-        return await asyncio.wrap_future(future)
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        value = self._codec.encode(record)
+        await self._produce_async(value, key, partial(self._report_async, future), timeout_s)
+        return await future
 
     async def publish_many_async(
         self, items: list[tuple[SubmitJob | CancelJob, str]], *, timeout_s: float = 30.0
@@ -149,35 +176,26 @@ class CommandPublisher:
         One completion for the whole batch instead of a future per message: at thousands of
         jobs per request the per-message futures were a measurable share of the cost.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        outcomes: list[Delivery | BaseException] = [KafkaError("no delivery report in time")] * len(items)
-        remaining = [len(items)]
-        lock = threading.Lock()
-
-        def report(index: int, err: Any, msg: Message) -> None:
-            outcomes[index] = KafkaError(f"delivery failed: {err}") if err is not None else _delivery(msg)
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                loop.call_soon_threadsafe(_resolve, done)
-
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch = _Batch(len(items), done, self._ready)
+        encode = self._codec.encode
         for index, (record, key) in enumerate(items):
-            await self._produce_with_callback(record, key, lambda e, m, i=index: report(i, e, m), timeout_s)
+            callback = partial(batch.report, index)
+            try:
+                self._produce_now(encode(record), key, callback)
+            except BufferError:
+                await self._produce_async(encode(record), key, callback, timeout_s)
         if items:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done), timeout_s)
-        return outcomes
+        return batch.outcomes
 
-    async def _produce_with_callback(
-        self, record: SubmitJob | CancelJob, key: str, callback: Any, timeout_s: float
-    ) -> None:
-        value = self._codec.encode(record)
+    async def _produce_async(self, value: bytes, key: str, callback: Any, timeout_s: float) -> None:
+        """Produce, sleeping (without blocking the loop) while the local queue is full."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key.encode(), on_delivery=callback)
+                self._produce_now(value, key, callback)
                 return
             except BufferError as exc:
                 if time.monotonic() > deadline:
@@ -187,6 +205,7 @@ class CommandPublisher:
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; the number still pending."""
         pending: int = self._producer.flush(timeout_s)
+        self._hand_over()  # flush served reports in this thread
         return pending
 
     def reachable(self, timeout_s: float = 2.0) -> set[str]:
@@ -205,9 +224,35 @@ class CommandPublisher:
         self._thread.join(timeout=max(1.0, self._poll_interval_s * 4))
 
 
-def _resolve(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
+class _Batch:
+    """Outcomes of many messages; its future resolves when the last report is in."""
+
+    def __init__(self, size: int, done: asyncio.Future[None], ready: deque[_Ready]) -> None:
+        self.outcomes: list[Delivery | BaseException] = [KafkaError("no delivery report in time")] * size
+        self._remaining = size
+        self._done = done
+        self._ready = ready
+        self._lock = threading.Lock()  # flush() may serve reports in another thread than the poller
+
+    def report(self, index: int, err: Any, msg: Message) -> None:
+        """Record one message's outcome (called by the producer's poll)."""
+        self.outcomes[index] = KafkaError(f"delivery failed: {err}") if err is not None else _delivery(msg)
+        with self._lock:
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            self._ready.append((self._done, None))
+
+
+def _settle_all(items: list[_Ready]) -> None:
+    """Complete futures on their loop (scheduled from the poll thread)."""
+    for future, outcome in items:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _delivery(msg: Message) -> Delivery:
