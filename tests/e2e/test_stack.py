@@ -54,7 +54,9 @@ class Stack:
 
 def _env() -> dict[str, str]:
     # The stack reads its brigade.toml; inherited BRIGADE_* variables would override it.
-    return {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
+    # A wide terminal keeps rich from eliding table cells the assertions read.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
+    return {**env, "COLUMNS": "250"}
 
 
 def _poll(check: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
