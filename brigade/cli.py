@@ -92,13 +92,7 @@ def topics_apply(ctx: typer.Context) -> None:
 
 def _register_subsystems() -> None:
     for module_name in _SUBSYSTEM_CLIS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 def main() -> None:
