@@ -28,9 +28,9 @@ from bench.bench_kafka import bench_broker
 from bench.report import emit, percentile
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin, make_consumer, make_producer
-from brigade.settings import LANES, Settings, TopicSettings
+from brigade.settings import LANES, KafkaSettings, Settings, TopicSettings
 from schemas.codec import Codec
-from schemas.records import JobSucceeded, WorkItem, WorkOutcome
+from schemas.records import JobSucceeded, OutcomeKind, WorkItem, WorkOutcome
 from tests.processors.harness import Processors
 from tests.processors.helpers import spec, submit
 
@@ -85,11 +85,12 @@ class Counter:
         self._consumer.close()
 
     def _reply(self, item: WorkItem) -> None:
-        base = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id, "attempt": item.attempt,
-                "occurred_at": datetime.now(UTC), "worker": "bench"}
-        for kind in ("started", "succeeded"):
-            outcome = WorkOutcome(outcome_id=f"{item.spec.job_id}:{kind}", kind=kind,  # type: ignore[arg-type]
-                                  lease_ms=60_000, latency_ms=1.0, batch_size=1, **base)
+        kinds: tuple[OutcomeKind, ...] = ("started", "succeeded")
+        for kind in kinds:
+            outcome = WorkOutcome(outcome_id=f"{item.spec.job_id}:{kind}", kind=kind,
+                                  job_id=item.spec.job_id, tenant_id=item.spec.tenant_id,
+                                  attempt=item.attempt, occurred_at=datetime.now(UTC), worker="bench",
+                                  lease_ms=60_000, latency_ms=1.0, batch_size=1)
             self._produce(self._outcomes, item.spec.job_id, codec.encode(outcome))
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
@@ -107,7 +108,8 @@ class Counter:
 
 def _settings(bootstrap: str, folder: Path) -> Settings:
     prefix = f"benchp{uuid.uuid4().hex[:8]}"
-    settings = Settings(data_dir=folder / "brigade", kafka={"bootstrap": bootstrap, "topic_prefix": prefix},
+    settings = Settings(data_dir=folder / "brigade",
+                        kafka=KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix),
                         topics=TopicSettings(partitions=3, work_partitions=3, retry_partitions=1))
     topology.apply(make_admin(settings), topology.Topology(settings).specs())
     return settings
