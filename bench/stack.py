@@ -112,7 +112,10 @@ def embedded_stack(*, model_server: bool, batch_latency_ms: float = 0.0,
             cwd = Path.cwd()
             os.chdir(home)
             try:
-                settings = Settings()
+                # The stack's paths are relative to its directory; this process runs elsewhere.
+                data = home / ".brigade"
+                settings = Settings(data_dir=data, clickhouse_url=f"chdb://{data / 'clickhouse'}",
+                                    object_store_url=f"file://{data / 'objects'}")
             finally:
                 os.chdir(cwd)
             yield RunningStack(home, settings, url, credentials["apiKey"], credentials["tenantId"],

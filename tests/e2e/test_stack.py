@@ -159,7 +159,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str) -> Iterator[S
         cwd = Path.cwd()
         os.chdir(home)
         try:
-            settings = Settings()
+            # The stack's paths are relative to its directory; this process runs elsewhere.
+            data = home / ".brigade"
+            settings = Settings(data_dir=data, clickhouse_url=f"chdb://{data / 'clickhouse'}",
+                                object_store_url=f"file://{data / 'objects'}")
         finally:
             os.chdir(cwd)
         yield Stack(home, settings, url, credentials["apiKey"], credentials["tenantId"], emulator, process)
