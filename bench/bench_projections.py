@@ -9,13 +9,18 @@
    load streams in.
 5. Resume cost: ``stored_offsets`` (run on every assignment) on the projected table.
 
-    .venv/bin/python -m bench.bench_projections [JOBS] [LOOKUP_JOBS]
+    .venv/bin/python -m bench.bench_projections [JOBS] [LOOKUP_JOBS] [--only replay]
+
+``--only replay`` runs step 2 alone (with one process and with one per core). Set
+``BRIGADE_BENCH_BOOTSTRAP`` to use a running broker; the benchmark's topics are deleted
+from it afterwards.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -28,13 +33,13 @@ from bench.bench_kafka import bench_broker
 from bench.report import emit, percentile
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin, make_producer
-from brigade.settings import Settings, TopicSettings
+from brigade.settings import KafkaSettings, Settings, TopicSettings
 from projections.backends import connect
-from projections.logread import log_end_offsets, read_log
+from projections.logread import log_end_offsets
 from projections.migrations import apply_migrations
 from projections.projector import Projector
 from projections.queries import ClickHouseReadModel
-from projections.replay import fold_log, rebuild
+from projections.replay import rebuild, replay_log
 from projections.rows import JOB_COLUMNS
 from projections.simulate import key_of, stream
 from projections.types import ClickHouse
@@ -46,7 +51,7 @@ def _settings(bootstrap: str, folder: Path) -> Settings:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     return Settings(
         data_dir=folder / "brigade",
-        kafka={"bootstrap": bootstrap, "topic_prefix": prefix, "client_id": prefix},
+        kafka=KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix, client_id=prefix),
         topics=TopicSettings(partitions=6), clickhouse_url=f"chdb://{folder / 'clickhouse'}",
     )
 
@@ -82,11 +87,15 @@ def bench_projector(settings: Settings, ch: ClickHouse, events: int) -> dict[str
 
 
 def bench_replay(settings: Settings, ch: ClickHouse, events: int) -> list[dict[str, Any]]:
-    """Fold the log (verify's work) and rebuild it into a fresh database."""
+    """Fold the log (verify's work) in one process and in one per core; rebuild it into a fresh database."""
     topic = topology.Topology(settings).job_events
-    replayed = fold_log(read_log(settings, topic))
-    rows = [{"what": "replay: read + decode + fold", "events": replayed.messages,
-             "seconds": round(replayed.seconds, 2), "events_per_s": round(replayed.events_per_s)}]
+    rows = []
+    for processes in (1, os.cpu_count() or 1):
+        replayed = replay_log(settings, topic, processes=processes)
+        assert replayed.events == events and not replayed.illegal, replayed
+        rows.append({"what": f"replay: read + decode + fold, {processes} process(es)",
+                     "events": replayed.messages, "seconds": round(replayed.seconds, 2),
+                     "events_per_s": round(replayed.events_per_s)})
     stats, seconds = rebuild(settings, ch)
     rows.append({"what": "replay --into (rebuild)", "events": stats.messages, "seconds": round(seconds, 2),
                  "events_per_s": round(stats.messages / seconds)})
@@ -156,28 +165,48 @@ def bench_visibility(settings: Settings, ch: ClickHouse, probes: int = 100) -> d
 
 
 def main() -> None:
-    """Run every projection benchmark and write ``bench/results/projections.json``."""
-    jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    lookup_jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    """Run the projection benchmarks and write ``bench/results/projections[-replay].json``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_projections")
+    parser.add_argument("jobs", type=int, nargs="?", default=20_000)
+    parser.add_argument("lookup_jobs", type=int, nargs="?", default=100_000)
+    parser.add_argument("--only", choices=["replay"], help="run one part only")
+    args = parser.parse_args()
+    jobs, lookup_jobs, only_replay = args.jobs, args.lookup_jobs, args.only == "replay"
     with bench_broker() as bootstrap, tempfile.TemporaryDirectory() as folder:
         settings = _settings(bootstrap, Path(folder))
-        topology.apply(make_admin(settings), topology.Topology(settings).specs())
-        events = _produce(settings, topology.Topology(settings).job_events, jobs, seed=1)
-        live = connect(settings.clickhouse_url, database="live")
-        apply_migrations(live)
-        rows: list[dict[str, Any]] = [bench_projector(settings, live, events)]
-        started = time.perf_counter()
-        stored_offsets(live)
-        rows.append({"what": "stored_offsets() at assignment", "events": events,
-                     "seconds": round(time.perf_counter() - started, 4)})
-        rows += bench_replay(settings, connect(settings.clickhouse_url, database="rebuilt"), events)
-        lookups = connect(settings.clickhouse_url, database="lookups")
-        apply_migrations(lookups)
-        rows.append(bench_lookups(lookups, lookup_jobs))
-        rows.append(bench_visibility(settings, live))
+        admin = make_admin(settings)
+        specs = topology.Topology(settings).specs()
+        topology.apply(admin, specs)
+        try:
+            events = _produce(settings, topology.Topology(settings).job_events, jobs, seed=1)
+            rows = _replay_rows(settings, events) if only_replay else _all_rows(settings, events, lookup_jobs)
+        finally:
+            admin.delete_topics([spec.name for spec in specs])
     columns = ("what", "events", "seconds", "events_per_s", "p50_ms", "p99_ms")
     table = [{c: row.get(c, "") for c in columns} for row in rows]
-    emit("projections", "Projections", table, extra={"jobs": jobs, "lookup_jobs": lookup_jobs})
+    name = "projections-replay" if only_replay else "projections"
+    extra = {"jobs": jobs, "lookup_jobs": lookup_jobs, "load_average": os.getloadavg()}
+    emit(name, "Projections", table, extra=extra)
+
+
+def _replay_rows(settings: Settings, events: int) -> list[dict[str, Any]]:
+    return bench_replay(settings, connect(settings.clickhouse_url, database="rebuilt"), events)
+
+
+def _all_rows(settings: Settings, events: int, lookup_jobs: int) -> list[dict[str, Any]]:
+    live = connect(settings.clickhouse_url, database="live")
+    apply_migrations(live)
+    rows: list[dict[str, Any]] = [bench_projector(settings, live, events)]
+    started = time.perf_counter()
+    stored_offsets(live)
+    rows.append({"what": "stored_offsets() at assignment", "events": events,
+                 "seconds": round(time.perf_counter() - started, 4)})
+    rows += _replay_rows(settings, events)
+    lookups = connect(settings.clickhouse_url, database="lookups")
+    apply_migrations(lookups)
+    rows.append(bench_lookups(lookups, lookup_jobs))
+    rows.append(bench_visibility(settings, live))
+    return rows
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ while the processor keeps appending.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -40,24 +40,40 @@ def log_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def log_bounds(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset, next offset to be written)}`` of ``topic`` now."""
+    consumer = make_consumer(settings, f"{settings.kafka.topic_prefix}-offsets-{uuid.uuid4().hex[:8]}")
+    try:
+        ends = end_offsets(consumer, topic)
+        return {p: (consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0], end)
+                for p, end in ends.items()}
+    finally:
+        consumer.close()
+
+
 def read_log(
-    settings: Settings, topic: str, *, since: datetime | None = None, batch_size: int = 10_000
+    settings: Settings, topic: str, *, since: datetime | None = None, batch_size: int = 10_000,
+    partitions: Collection[int] | None = None,
 ) -> Iterator[list[LogRecord]]:
     """Batches of the topic's messages from ``since`` (or the start) to its end now.
 
-    Messages of one partition come in offset order; partitions interleave.
+    Messages of one partition come in offset order; partitions interleave. With
+    ``partitions``, only those are read (parallel replay splits them between processes).
     """
     group = f"{settings.kafka.topic_prefix}-replay-{uuid.uuid4().hex[:8]}"
     consumer = make_consumer(settings, group, **{"fetch.max.bytes": 64 * 1024 * 1024})
     try:
         ends = end_offsets(consumer, topic)
+        if partitions is not None:
+            ends = {p: end for p, end in ends.items() if p in partitions}
         starts = _start_offsets(consumer, topic, list(ends), since)
         remaining = {p for p, end in ends.items() if starts[p] < end}
         assignment = [TopicPartition(topic, p, starts[p]) for p in sorted(remaining)]
         if not assignment:
             return
         consumer.assign(assignment)
-        yield from _drain(consumer, ends, remaining, batch_size)
+        left = sum(ends[p] - starts[p] for p in remaining)
+        yield from _drain(consumer, ends, remaining, batch_size, left)
     finally:
         consumer.close()
 
@@ -78,11 +94,15 @@ def _start_offsets(
 
 
 def _drain(
-    consumer: Consumer, ends: dict[int, int], remaining: set[int], batch_size: int
+    consumer: Consumer, ends: dict[int, int], remaining: set[int], batch_size: int, left: int
 ) -> Iterator[list[LogRecord]]:
+    # ``consume(n, timeout)`` waits for all n messages or the whole timeout, so asking for
+    # more than are left made every replay wait a full second at its end. ``left`` can
+    # overcount (offsets with no message, such as transaction markers): then the last
+    # call waits for the timeout, as before.
     while remaining:
         batch: list[LogRecord] = []
-        for message in consumer.consume(batch_size, timeout=1.0):
+        for message in consumer.consume(max(1, min(batch_size, left)), timeout=1.0):
             error = message.error()
             if error is not None:
                 if error.fatal():
@@ -94,6 +114,7 @@ def _drain(
             batch.append(LogRecord(partition, offset, message.value() or b"", message.key()))
             if offset + 1 >= ends[partition]:
                 remaining.discard(partition)
+        left -= len(batch)
         if batch:
             yield batch
 

@@ -9,8 +9,11 @@ projector uses, so a schema change or a lost ClickHouse is recovered from the lo
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +23,7 @@ from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from processors.lifecycle import IllegalTransition, Job
 from projections.fold import Tracked, track
-from projections.logread import read_log
+from projections.logread import log_bounds, read_log
 from projections.migrations import apply_migrations
 from projections.types import ClickHouse
 from projections.writer import LogRecord, ProjectionWriter, WriteStats
@@ -33,6 +36,9 @@ COMPARED = ("tenant_id", "status", "sequence", "attempts", "pool", "lane", "mode
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (messages so far, events folded so far)."""
+
+#: Below this many messages one process replays alone: starting another costs more than it saves.
+PARALLEL_MIN_MESSAGES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,74 @@ def _fold_record(out: Replayed, codec: Codec, value: bytes) -> None:
             out.illegal += 1
 
 
+def replay_log(
+    settings: Settings, topic: str, *, since: datetime | None = None, processes: int | None = None,
+    progress: Progress | None = None,
+) -> Replayed:
+    """Read ``topic`` from ``since`` (or its start) to its end now and fold it.
+
+    Partitions are independent (a job's events are all in one), so with ``processes`` > 1
+    each child process reads, decodes and folds its share of the partitions and returns
+    its jobs' states. ``None`` picks one process per core for logs of at least
+    ``PARALLEL_MIN_MESSAGES`` messages, else one. With several processes ``progress`` is
+    called once per finished share.
+    """
+    bounds = log_bounds(settings, topic)
+    shares = _shares(bounds, _process_count(processes, bounds))
+    if len(shares) <= 1:
+        return fold_log(read_log(settings, topic, since=since), progress=progress)
+    started = time.perf_counter()
+    out = Replayed()
+    # Not fork: the parent may hold librdkafka clients, whose threads do not survive a fork.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["projections.replay"])
+    with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
+        futures = [pool.submit(_fold_share, settings, topic, share, since) for share in shares]
+        for future in as_completed(futures):
+            _merge(out, future.result())
+            if progress is not None:
+                progress(out.messages, out.events)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _process_count(requested: int | None, bounds: Mapping[int, tuple[int, int]]) -> int:
+    filled = sum(1 for low, high in bounds.values() if high > low)
+    if requested is None:
+        total = sum(high - low for low, high in bounds.values())
+        requested = (os.cpu_count() or 1) if total >= PARALLEL_MIN_MESSAGES else 1
+    return max(1, min(requested, filled))
+
+
+def _shares(bounds: Mapping[int, tuple[int, int]], count: int) -> list[list[int]]:
+    """Partitions split into ``count`` shares of about equal message counts (largest first)."""
+    shares: list[list[int]] = [[] for _ in range(count)]
+    sizes = [0] * count
+    for partition in sorted(bounds, key=lambda p: bounds[p][0] - bounds[p][1]):
+        smallest = sizes.index(min(sizes))
+        shares[smallest].append(partition)
+        sizes[smallest] += bounds[partition][1] - bounds[partition][0]
+    return [sorted(share) for share in shares if share]
+
+
+def _fold_share(
+    settings: Settings, topic: str, partitions: Collection[int], since: datetime | None
+) -> Replayed:
+    """One child's work: its partitions read, decoded and folded."""
+    return fold_log(read_log(settings, topic, since=since, partitions=partitions))
+
+
+def _merge(out: Replayed, share: Replayed) -> None:
+    # Shares hold disjoint partitions, so disjoint jobs: a plain union.
+    out.jobs.update(share.jobs)
+    out.partial |= share.partial
+    out.messages += share.messages
+    out.events += share.events
+    out.duplicates += share.duplicates
+    out.illegal += share.illegal
+    out.undecodable += share.undecodable
+
+
 def expected_row(tracked: Tracked) -> dict[str, Any]:
     """The compared fields of the ``jobs`` row a job's replayed state implies."""
     job = tracked.job
@@ -172,9 +246,14 @@ def compare_processor(replayed: Replayed, states: Mapping[str, Job]) -> list[Dif
 def verify(
     settings: Settings, ch: ClickHouse, *, since: datetime | None = None,
     processor_states: Mapping[str, Job] | None = None, progress: Progress | None = None,
+    processes: int | None = None,
 ) -> VerifyReport:
-    """Replay the log and compare with the ``jobs`` projection (and the processor's table)."""
-    replayed = fold_log(read_log(settings, Topology(settings).job_events, since=since), progress=progress)
+    """Replay the log and compare with the ``jobs`` projection (and the processor's table).
+
+    ``processes``: see ``replay_log`` (``None``: one per core for large logs).
+    """
+    replayed = replay_log(settings, Topology(settings).job_events, since=since, processes=processes,
+                          progress=progress)
     differences, compared = compare_projection(replayed, ch)
     processor_count = 0
     if processor_states is not None:

@@ -16,7 +16,7 @@ from projections.backends import connect
 from projections.logread import log_end_offsets
 from projections.migrations import apply_migrations
 from projections.projector import Projector
-from projections.replay import rebuild, verify
+from projections.replay import _shares, rebuild, replay_log, verify
 from projections.simulate import by_job, circuit_opened, stream
 from projections.types import ClickHouse
 from projections.writer import stored_offsets
@@ -55,6 +55,25 @@ def test_verify_agrees_with_a_live_projection(settings: Settings, live: ClickHou
     assert report.ok, report.differences
     assert report.compared_jobs == 25
     assert (report.replayed.undecodable, report.replayed.illegal, report.replayed.duplicates) == (1, 0, 0)
+
+
+def test_replay_split_over_two_processes_equals_one(settings: Settings, live: ClickHouse) -> None:
+    topic = Topology(settings).job_events
+    one = replay_log(settings, topic, processes=1)
+    two = replay_log(settings, topic, processes=2)
+    assert len(one.jobs) == 25
+    assert two.jobs == one.jobs
+    counts = ("messages", "events", "duplicates", "illegal", "undecodable", "partial")
+    assert [getattr(two, c) for c in counts] == [getattr(one, c) for c in counts]
+    assert verify(settings, live, processes=2).ok
+
+
+def test_partitions_are_shared_by_message_count() -> None:
+    bounds = {0: (0, 100), 1: (0, 10), 2: (50, 100), 3: (0, 60), 4: (7, 7)}
+    shares = _shares(bounds, 2)
+    assert sorted(p for share in shares for p in share) == [0, 1, 2, 3, 4]
+    sizes = sorted(sum(bounds[p][1] - bounds[p][0] for p in share) for share in shares)
+    assert sizes == [110, 110]
 
 
 def test_verify_lists_a_corrupted_row(settings: Settings, live: ClickHouse) -> None:
