@@ -11,9 +11,10 @@ process's recent jobs only (the read model is not asked per item); the processor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,12 +28,30 @@ from ingress.objectstore import write_bytes
 from ingress.service import Ingress
 from ingress.tenants import Tenant
 
+# Validating the whole list in one call is ~2x cheaper per item than one call per item.
+_ITEMS: TypeAdapter[list[JobRequest]] = TypeAdapter(list[JobRequest])
+
 
 @dataclass(slots=True)
 class _Item:
     index: int
-    result: BatchItemResult
+    result: BatchItemResult | None = None  # set once the item is answered
     job: PreparedJob | None = None
+
+
+def _validate_all(jobs: list[dict[str, Any]], prefix: str | None) -> list[tuple[JobRequest | None, _Item]]:
+    """Every item in one call (the common case); one by one, naming each item's errors, if any fails."""
+    try:
+        requests = _ITEMS.validate_python(jobs)
+    except ValidationError:
+        return [_validate(i, raw, prefix) for i, raw in enumerate(jobs)]
+    return [(_keyed(request, i, prefix), _Item(i)) for i, request in enumerate(requests)]
+
+
+def _keyed(request: JobRequest, index: int, prefix: str | None) -> JobRequest:
+    if request.idempotencyKey is None and prefix is not None:
+        return request.model_copy(update={"idempotencyKey": f"{prefix}/{index}"})
+    return request
 
 
 def _validate(index: int, raw: dict[str, Any], prefix: str | None) -> tuple[JobRequest | None, _Item]:
@@ -45,9 +64,7 @@ def _validate(index: int, raw: dict[str, Any], prefix: str | None) -> tuple[JobR
             fields=field_errors(exc, prefix=("jobs", index)),
         )
         return None, _Item(index, BatchItemResult(index=index, status=422, error=error))
-    if request.idempotencyKey is None and prefix is not None:
-        request = request.model_copy(update={"idempotencyKey": f"{prefix}/{index}"})
-    return request, _Item(index, BatchItemResult(index=index, status=202))
+    return _keyed(request, index, prefix), _Item(index)
 
 
 def _fail(item: _Item, error: ApiError) -> None:
@@ -57,9 +74,11 @@ def _fail(item: _Item, error: ApiError) -> None:
     item.job = None
 
 
-def _admit(ingress: Ingress, tenant: Tenant, item: _Item, request: JobRequest, seen: dict[str, str]) -> None:
+def _admit(
+    ingress: Ingress, tenant: Tenant, item: _Item, request: JobRequest, seen: dict[str, str], now: datetime
+) -> None:
     try:
-        job = ingress.prepare(tenant, request, request.idempotencyKey)
+        job = ingress.prepare(tenant, request, request.idempotencyKey, now=now)
     except ApiError as error:
         _fail(item, error)
         return
@@ -90,13 +109,15 @@ async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None
     outcomes = await ingress.publisher.publish_many_async(
         [(i.job.command(), i.job.job_id) for i in jobs if i.job], timeout_s=ingress.produce_timeout_s
     )
+    stored = []
     for item, outcome in zip(jobs, outcomes, strict=True):
         assert item.job is not None
         if isinstance(outcome, BaseException):
             _fail(item, ApiError(503, "broker_unavailable", f"the job could not be stored: {outcome}"))
         else:
-            ingress.remember(tenant, item.job)
+            stored.append(item.job)
             item.result = BatchItemResult(index=item.index, status=202, jobId=item.job.job_id)
+    ingress.remember_many(tenant, stored)
 
 
 async def submit_batch(request: Request, ingress: Ingress) -> Response:
@@ -104,15 +125,17 @@ async def submit_batch(request: Request, ingress: Ingress) -> Response:
     tenant = tenant_of(request.scope)
     batch = parse_body(await request.body(), BatchRequest)
     prefix = request.headers.get("idempotency-key") or None
-    validated = [_validate(i, raw, prefix) for i, raw in enumerate(batch.jobs)]
+    validated = _validate_all(batch.jobs, prefix)
     charge_jobs(ingress, request, sum(1 for req, _ in validated if req is not None))
     seen: dict[str, str] = {}
+    now = datetime.now(UTC)  # one arrival time for the whole batch
     for job_request, item in validated:
         if job_request is not None:
-            _admit(ingress, tenant, item, job_request, seen)
+            _admit(ingress, tenant, item, job_request, seen, now)
     items = [item for _, item in validated]
     await _publish(ingress, tenant, items)
-    results = [item.result for item in items]
+    results = [item.result for item in items if item.result is not None]
+    assert len(results) == len(items), "every item is answered"
     base = status_url(request, "")
     for result in results:
         if result.jobId is not None and result.status in (200, 202):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -44,6 +44,8 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 
 def wait_seconds(request: Request, limit: float) -> float:
     """The ``wait`` query parameter, bounded by ``api.max_wait_s`` (422 otherwise)."""
+    if not request.scope.get("query_string"):
+        return 0.0  # most submissions: skip parsing an empty query string
     text = request.query_params.get("wait")
     if text is None:
         return 0.0
@@ -104,8 +106,24 @@ def idempotency_key(request: Request, body_key: str | None) -> str | None:
 
 def status_url(request: Request, job_id: str) -> str:
     """The absolute URL of the job's status."""
-    # Formatting beats url_for (a route search per call) when a batch answers thousands of ids.
-    return f"{str(request.base_url).rstrip('/')}/v1/jobs/{job_id}"
+    # Formatting beats url_for (a route search per call) when a batch answers thousands of ids,
+    # and the base URL (a URL parse per request) is the same for every request of a host.
+    scope = request.scope
+    where = (scope["scheme"], request.headers.get("host"), scope.get("server"), scope.get("root_path", ""))
+    return f"{_base_url(request, where)}/v1/jobs/{job_id}"
+
+
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
+_BASE_URLS_MAX = 256  # distinct Host headers remembered; past that, computed per request
+
+
+def _base_url(request: Request, where: tuple[Any, ...]) -> str:
+    base = _BASE_URLS.get(where)
+    if base is None:
+        base = str(request.base_url).rstrip("/")
+        if len(_BASE_URLS) < _BASE_URLS_MAX:
+            _BASE_URLS[where] = base
+    return base
 
 
 def charge_jobs(ingress: Ingress, request: Request, count: int) -> None:

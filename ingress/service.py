@@ -69,7 +69,9 @@ class Ingress:
 
     # ---- submission -------------------------------------------------------------------
 
-    def prepare(self, tenant: Tenant, request: JobRequest, key: str | None) -> PreparedJob:
+    def prepare(
+        self, tenant: Tenant, request: JobRequest, key: str | None, *, now: datetime | None = None
+    ) -> PreparedJob:
         """Validate against deployment limits and build the job (raises 422)."""
         try:
             return prepare(
@@ -78,6 +80,7 @@ class Ingress:
                 tenant_id=tenant.tenant_id,
                 idempotency_key=key,
                 allow_private_callbacks=tenant.allow_private_callbacks,
+                now=now,
             )
         except JobValidationError as exc:
             raise validation_error(exc) from exc
@@ -158,16 +161,25 @@ class Ingress:
 
     def remember(self, tenant: Tenant, job: PreparedJob) -> None:
         """Record an accepted job (for idempotency and read-your-writes)."""
-        self.recent.remember(
-            Accepted(
-                job_id=job.job_id,
-                tenant_id=tenant.tenant_id,
-                payload_hash=job.payload_hash,
-                priority=job.spec.priority,
-                created_at=job.spec.created_at,
+        self.remember_many(tenant, [job])
+
+    def remember_many(self, tenant: Tenant, jobs: list[PreparedJob]) -> None:
+        """Record accepted jobs; the metric moves once per priority, not once per job."""
+        counts: dict[str, int] = {}
+        for job in jobs:
+            spec = job.spec
+            self.recent.remember(
+                Accepted(
+                    job_id=spec.job_id,
+                    tenant_id=tenant.tenant_id,
+                    payload_hash=spec.payload_sha256,
+                    priority=spec.priority,
+                    created_at=spec.created_at,
+                )
             )
-        )
-        self.metrics.accepted.labels(tenant.tenant_id, job.spec.priority).inc()
+            counts[spec.priority] = counts.get(spec.priority, 0) + 1
+        for priority, count in counts.items():
+            self.metrics.accepted.labels(tenant.tenant_id, priority).inc(count)
 
     # ---- reads ------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from brigade.ids import event_id
 from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
+from ingress.server import HTTP_PROTOCOL
 from projections.readmodel import JobEventView, JobPage, JobStatus, TenantStats
 from schemas import records as r
 from schemas.codec import Codec
@@ -48,7 +49,9 @@ def wait_until(check: Callable[[], Any], *, timeout_s: float = 20.0, interval_s:
 def serve(app: Starlette) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free loopback port in a thread; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=HTTP_PROTOCOL
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
