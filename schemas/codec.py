@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from brigade.errors import DecodeError, SchemaError
+from schemas.decoders import Read, Unsupported, record_reader
 from schemas.records import NESTED_TYPES, RECORD_TYPES
 from schemas.registry import Registry, SchemaVersion, default_registry
 
@@ -107,6 +108,14 @@ class _Reader:
     writer_schema: Any  # parsed with fastavro's marker, so it is not re-parsed per call
     reader_schema: Any  # None when the writer is the newest version: no resolution
     shape: _Shape
+    direct: Read | None  # the writer is the newest: read straight into the record
+
+
+def _direct_reader(version: SchemaVersion) -> Read | None:
+    try:
+        return record_reader(version.raw, {**RECORD_TYPES, **NESTED_TYPES}, camel)
+    except Unsupported:
+        return None
 
 
 def _marked(version: SchemaVersion) -> Any:
@@ -153,6 +162,8 @@ class Codec:
         reader = self._readers.get(data[2:_HEADER_SIZE]) if data[:2] == MAGIC else None
         if reader is None:
             reader = self._reader_of(data)
+        if reader.direct is not None:
+            return self._read_direct(reader, reader.direct, data)
         buffer = io.BytesIO(data)
         buffer.seek(_HEADER_SIZE)
         try:
@@ -164,6 +175,17 @@ class Codec:
             raise DecodeError(f"{reader.writer.full_name}: {extra} trailing bytes", raw=data)
         assert isinstance(body, dict)
         return reader.shape.from_avro(body)
+
+    @staticmethod
+    def _read_direct(reader: _Reader, read: Read, data: bytes) -> Any:
+        try:
+            record, end = read(data, _HEADER_SIZE)
+        except Exception as exc:
+            raise DecodeError(f"{reader.writer.full_name}: body does not decode: {exc!r}", raw=data) from exc
+        if end != len(data):
+            problem = "truncated" if end > len(data) else f"{len(data) - end} trailing bytes"
+            raise DecodeError(f"{reader.writer.full_name}: {problem}", raw=data)
+        return record
 
     def decode_as(self, data: bytes, expected: type[T]) -> T:
         """Decode and check that the record is an ``expected``; raise ``DecodeError`` if not."""
@@ -189,7 +211,8 @@ class Codec:
         if writer.full_name not in RECORD_TYPES:
             raise DecodeError(f"{writer.full_name} is not a top-level record", raw=data)
         latest = self._registry.latest(writer.full_name)
-        resolve = None if latest.fingerprint == writer.fingerprint else _marked(latest)
-        reader = _Reader(writer, _marked(writer), resolve, _shape(RECORD_TYPES[writer.full_name]))
+        newest = latest.fingerprint == writer.fingerprint
+        reader = _Reader(writer, _marked(writer), None if newest else _marked(latest),
+                         _shape(RECORD_TYPES[writer.full_name]), _direct_reader(writer) if newest else None)
         self._readers[data[2:_HEADER_SIZE]] = reader
         return reader
