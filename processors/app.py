@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
     table = app.Table("jobs", partitions=settings.topics.partitions, key_type=bytes,
                       value_type=bytes, use_partitioner=True, default=None)
     processor = JobProcessor(settings=settings, table=table, send=_sender(app), metrics=metrics)
-    _install_agent(app, topology, processor, batch_max, batch_within_s)
+    _install_agent(app, topology, processor, table, batch_max, batch_within_s)
     _install_timer(app, settings, processor)
 
     @table.on_recover
@@ -94,14 +94,24 @@ def _sender(app: faust.App) -> Any:
     return send
 
 
-def _install_agent(app: faust.App, topology: Topology, processor: JobProcessor, batch_max: int,
-                   batch_within_s: float) -> None:
+def _install_agent(app: faust.App, topology: Topology, processor: JobProcessor, table: Any,
+                   batch_max: int, batch_within_s: float) -> None:
     source = app.topic(topology.commands, topology.outcomes, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name="job-processor")
     async def job_processor(stream: Any) -> None:
+        await _changelog_metadata(app, table)
         async for events in stream.take_events(batch_max, within=batch_within_s):
             await processor.process([_incoming(event) for event in events])
+
+
+async def _changelog_metadata(app: faust.App, table: Any) -> None:
+    # States are written after a batch's effects are acked, outside Faust's event context,
+    # so the table picks the changelog partition with the producer's partitioner, which
+    # needs the topic's metadata. A fresh producer may not have it yet (seen on a first
+    # start under load: partitions_for_topic() is None and the agent crashes in a loop).
+    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+    await producer.partitions_for(table.changelog_topic.get_topic_name())
 
 
 def _incoming(event: Any) -> Incoming:
