@@ -120,18 +120,23 @@ def main() -> None:
     parser.add_argument("--embeddings", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--only", choices=("ceiling", "latency", "batching"), action="append")
     args = parser.parse_args()
     run_id = str(int(time.time()))
-    noop = ceiling(args.jobs, run_id)
-    celery = celery_jobs_per_second(args.jobs)
-    latency = interactive_latency(args.rate, args.seconds, run_id)
-    efficiency = batching_efficiency(args.embeddings, run_id)
-    emit("stack-ceiling", "(a)+(d) no-op jobs through the whole stack vs Celery+Redis", [
-        {"system": "brigade (SDK → processor → worker → projection)", **noop},
-        {"system": "celery+redis, acks_late (peer)", **celery},
-    ], extra={"ratio_brigade_over_celery": noop["jobs_per_s"] / celery["jobs_per_s"]})
-    emit("stack-latency", "(b) interactive latency, emulator 20 ms + 0.5 ms/item", [latency])
-    emit("stack-batching", "(c) batching efficiency with all-MiniLM-L6-v2", [efficiency])
+    only = set(args.only or ("ceiling", "latency", "batching"))
+    if "ceiling" in only:
+        noop = ceiling(args.jobs, run_id)
+        celery = celery_jobs_per_second(args.jobs)
+        emit("stack-ceiling", "(a)+(d) no-op jobs through the whole stack vs Celery+Redis", [
+            {"system": "brigade (SDK → processor → worker → projection)", **noop},
+            {"system": "celery+redis, acks_late (peer)", **celery},
+        ], extra={"ratio_brigade_over_celery": noop["jobs_per_s"] / celery["jobs_per_s"]})
+    if "latency" in only:
+        latency = interactive_latency(args.rate, args.seconds, run_id)
+        emit("stack-latency", "(b) interactive latency, emulator 20 ms + 0.5 ms/item", [latency])
+    if "batching" in only:
+        efficiency = batching_efficiency(args.embeddings, run_id)
+        emit("stack-batching", "(c) batching efficiency with all-MiniLM-L6-v2", [efficiency])
 
 
 if __name__ == "__main__":
