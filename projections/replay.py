@@ -9,7 +9,9 @@ projector uses, so a schema change or a lost ClickHouse is recovered from the lo
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
+import operator
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -136,22 +138,22 @@ def replay_log(
     """Read ``topic`` from ``since`` (or its start) to its end now and fold it.
 
     Partitions are independent (a job's events are all in one), so with ``processes`` > 1
-    each child process reads, decodes and folds its share of the partitions and returns
-    its jobs' states. ``None`` picks one process per core for logs of at least
-    ``PARALLEL_MIN_MESSAGES`` messages, else one. With several processes ``progress`` is
-    called once per finished share.
+    the partitions are split into that many shares of about equal size: this process
+    folds one, child processes fold the others and send back their jobs' states.
+    ``None`` picks one process per core for logs of at least ``PARALLEL_MIN_MESSAGES``
+    messages, else one. With several processes ``progress`` is called per finished share.
     """
     bounds = log_bounds(settings, topic)
     shares = _shares(bounds, _process_count(processes, bounds))
     if len(shares) <= 1:
         return fold_log(read_log(settings, topic, since=since), progress=progress)
     started = time.perf_counter()
-    out = Replayed()
-    # Not fork: the parent may hold librdkafka clients, whose threads do not survive a fork.
+    # Not fork: this process may hold librdkafka clients, whose threads do not survive one.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["projections.replay"])
-    with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
-        futures = [pool.submit(_fold_share, settings, topic, share, since) for share in shares]
+    with ProcessPoolExecutor(max_workers=len(shares) - 1, mp_context=context) as pool:
+        futures = [pool.submit(_fold_share, settings, topic, share, since) for share in shares[1:]]
+        out = fold_log(read_log(settings, topic, since=since, partitions=shares[0]))
         for future in as_completed(futures):
             _merge(out, future.result())
             if progress is not None:
@@ -179,22 +181,75 @@ def _shares(bounds: Mapping[int, tuple[int, int]], count: int) -> list[list[int]
     return [sorted(share) for share in shares if share]
 
 
+class _Flat:
+    """A frozen slots dataclass as a plain tuple of its field values, and back.
+
+    Pickling the states themselves costs ~40 us per job (dataclasses' ``__getstate__`` and
+    ``__setstate__`` run in Python for every object); plain tuples cost a few, which is
+    what makes shipping a share's states back to the parent cheaper than folding them.
+    """
+
+    def __init__(self, cls: type, nested: str | None = None, inner: _Flat | None = None) -> None:
+        names = [item.name for item in dataclasses.fields(cls)]
+        self._cls, self._values = cls, operator.attrgetter(*names)
+        self._setters = tuple(getattr(cls, name).__set__ for name in names)  # slot descriptors
+        self._nested = names.index(nested) if nested is not None else -1
+        self._inner = inner
+
+    def pack(self, value: Any) -> tuple[Any, ...] | None:
+        if value is None:
+            return None
+        values: tuple[Any, ...] = self._values(value)
+        if self._inner is not None:
+            at = self._nested
+            values = (*values[:at], self._inner.pack(values[at]), *values[at + 1:])
+        return values
+
+    def unpack(self, values: tuple[Any, ...] | None) -> Any:
+        if values is None:
+            return None
+        if self._inner is not None:
+            at = self._nested
+            values = (*values[:at], self._inner.unpack(values[at]), *values[at + 1:])
+        state: Any = object.__new__(self._cls)
+        for set_slot, value in zip(self._setters, values, strict=True):
+            set_slot(state, value)
+        return state
+
+
+_TRACKED = _Flat(Tracked, "job", _Flat(Job, "spec", _Flat(r.JobSpec)))
+
+
+@dataclass
+class _Share:
+    """What a child sends back: its counters and its jobs' states as plain tuples."""
+
+    counts: Replayed
+    states: list[tuple[Any, ...] | None]
+
+
 def _fold_share(
     settings: Settings, topic: str, partitions: Collection[int], since: datetime | None
-) -> Replayed:
+) -> _Share:
     """One child's work: its partitions read, decoded and folded."""
-    return fold_log(read_log(settings, topic, since=since, partitions=partitions))
+    replayed = fold_log(read_log(settings, topic, since=since, partitions=partitions))
+    states = [_TRACKED.pack(tracked) for tracked in replayed.jobs.values()]
+    replayed.jobs = {}
+    return _Share(replayed, states)
 
 
-def _merge(out: Replayed, share: Replayed) -> None:
+def _merge(out: Replayed, share: _Share) -> None:
     # Shares hold disjoint partitions, so disjoint jobs: a plain union.
-    out.jobs.update(share.jobs)
-    out.partial |= share.partial
-    out.messages += share.messages
-    out.events += share.events
-    out.duplicates += share.duplicates
-    out.illegal += share.illegal
-    out.undecodable += share.undecodable
+    for values in share.states:
+        tracked: Tracked = _TRACKED.unpack(values)
+        out.jobs[tracked.job.job_id] = tracked
+    counts = share.counts
+    out.partial |= counts.partial
+    out.messages += counts.messages
+    out.events += counts.events
+    out.duplicates += counts.duplicates
+    out.illegal += counts.illegal
+    out.undecodable += counts.undecodable
 
 
 def expected_row(tracked: Tracked) -> dict[str, Any]:
