@@ -104,33 +104,37 @@ class Job:
         return max(1, self.spec.max_attempts) if self.spec is not None else 1
 
 
-def _copier() -> Callable[..., Job]:
-    """Generate ``evolve(job, changes)``: a copy of ``job`` with ``changes`` applied.
+Changes = dict[str, Any]
+"""What a transition changes: field name → new value."""
+
+
+def _slot_writers() -> tuple[Callable[[Job, Changes], Job], Callable[[Job, Changes], None]]:
+    """Generate ``copy_with(job, changes)`` (a new state) and ``fill(job, changes)`` (in place).
 
     ``dataclasses.replace`` re-runs ``__init__`` through keyword arguments and field
     introspection (about 7 us per event, most of the fold's cost); filling a new
-    instance's slots directly is about 3x cheaper. Frozen-ness is unaffected: the slots
-    are set once, before anyone holds the new state.
+    instance's slots directly is about 3x cheaper. Both write through the slots'
+    descriptors, past the frozen ``__setattr__``; see ``apply_owned`` for when that is safe.
     """
     names = [item.name for item in dataclasses.fields(Job)]
     scope: dict[str, Any] = {"new": object.__new__, "Job": Job, "setters": {}}
-    lines = ["def evolve(job, changes):", "    state = new(Job)"]
+    lines = ["def copy_with(job, changes):", "    state = new(Job)"]
     for index, name in enumerate(names):
         setter = getattr(Job, name).__set__  # the slot's member descriptor
         scope[f"set_{index}"] = scope["setters"][name] = setter
         lines.append(f"    set_{index}(state, job.{name})")
-    lines += ["    for name, value in changes.items():", "        setters[name](state, value)",
-              "    return state"]
-    exec(compile("\n".join(lines), "<lifecycle evolve>", "exec"), scope)  # the code generated just above
-    return scope["evolve"]  # type: ignore[no-any-return]
+    lines += ["    fill(state, changes)", "    return state",
+              "def fill(state, changes):", "    for name, value in changes.items():",
+              "        setters[name](state, value)"]
+    exec(compile("\n".join(lines), "<lifecycle slots>", "exec"), scope)  # the code generated just above
+    return scope["copy_with"], scope["fill"]
 
 
-_copy_with = _copier()
+_copy_with, _fill = _slot_writers()
 
 
-def _evolve(job: Job, /, **changes: Any) -> Job:
-    """``dataclasses.replace(job, **changes)``, faster (see ``_copier``)."""
-    return _copy_with(job, changes)
+def _changes(**changes: Any) -> Changes:
+    return changes
 
 
 def _errors(job: Job, error: str) -> tuple[str, ...]:
@@ -160,116 +164,116 @@ def _submitted(job: Job | None, e: JobSubmitted) -> Job:
     )
 
 
-def _queued(job: Job, e: JobQueued) -> Job:
+def _queued(job: Job, e: JobQueued) -> Changes:
     if job.status not in ("queued", "running"):
         raise _illegal(job, e)
     free = job.free_attempts + (1 if e.reason == "fallback" else 0)
-    return _evolve(
-        job, status="queued", phase="dispatched", attempt=e.attempt, free_attempts=free,
+    return _changes(
+        status="queued", phase="dispatched", attempt=e.attempt, free_attempts=free,
         pool=e.pool, lane=e.lane, model=e.model, worker=None, batch_id=None,
         lease_deadline=None, next_retry_at=None, sequence=e.envelope.sequence,
         updated_at=e.envelope.occurred_at,
     )
 
 
-def _started(job: Job, e: JobStarted) -> Job:
+def _started(job: Job, e: JobStarted) -> Changes:
     if job.phase != "dispatched" or e.attempt != job.attempt:
         raise _illegal(job, e)
-    return _evolve(
-        job, status="running", phase="running", worker=e.worker, batch_id=e.batch_id,
+    return _changes(
+        status="running", phase="running", worker=e.worker, batch_id=e.batch_id,
         lease_deadline=e.lease_deadline, model=e.model or job.model,
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-def _retry_scheduled(job: Job, e: JobRetryScheduled) -> Job:
+def _retry_scheduled(job: Job, e: JobRetryScheduled) -> Changes:
     if job.phase not in ("dispatched", "running"):
         raise _illegal(job, e)
-    return _evolve(
-        job, status="queued", phase="retry_wait", next_retry_at=e.due_at, lease_deadline=None,
+    return _changes(
+        status="queued", phase="retry_wait", next_retry_at=e.due_at, lease_deadline=None,
         worker=None, last_error=e.reason, errors=_errors(job, e.reason),
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-def _succeeded(job: Job, e: JobSucceeded) -> Job:
+def _succeeded(job: Job, e: JobSucceeded) -> Changes:
     if job.phase not in ("dispatched", "running") or e.attempt != job.attempt:
         raise _illegal(job, e)
-    return _evolve(
-        job, status="succeeded", phase="done", model=e.model or job.model,
+    return _changes(
+        status="succeeded", phase="done", model=e.model or job.model,
         result_ref=e.result_ref, result_inline=e.result_inline, result_size=e.result_size,
         result_sha256=e.result_sha256, lease_deadline=None, reason=None,
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-def _failed(job: Job, e: JobFailed) -> Job:
+def _failed(job: Job, e: JobFailed) -> Changes:
     if job.terminal:
         raise _illegal(job, e)
     if not e.terminal:
-        return _evolve(
-            job, last_error=e.reason, errors=_errors(job, e.reason),
+        return _changes(
+            last_error=e.reason, errors=_errors(job, e.reason),
             sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
         )
-    return _evolve(
-        job, status="failed", phase="done", reason=e.reason, last_error=e.reason,
+    return _changes(
+        status="failed", phase="done", reason=e.reason, last_error=e.reason,
         errors=_errors(job, e.reason), lease_deadline=None, next_retry_at=None,
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-def _dead_lettered(job: Job, e: JobDeadLettered) -> Job:
+def _dead_lettered(job: Job, e: JobDeadLettered) -> Changes:
     if job.status != "failed" or job.dead_lettered:
         raise _illegal(job, e)
-    return _evolve(
-        job, dead_lettered=True, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
+    return _changes(
+        dead_lettered=True, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
     )
 
 
-def _cancel_requested(job: Job, e: JobCancelRequested) -> Job:
+def _cancel_requested(job: Job, e: JobCancelRequested) -> Changes:
     if job.status != "running" or job.cancel_requested:
         raise _illegal(job, e)
-    return _evolve(
-        job, cancel_requested=True, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
+    return _changes(
+        cancel_requested=True, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
     )
 
 
-def _cancelled(job: Job, e: JobCancelled) -> Job:
+def _cancelled(job: Job, e: JobCancelled) -> Changes:
     if job.terminal:
         raise _illegal(job, e)
-    return _evolve(
-        job, status="cancelled", phase="done", reason=e.reason or "cancelled", lease_deadline=None,
+    return _changes(
+        status="cancelled", phase="done", reason=e.reason or "cancelled", lease_deadline=None,
         next_retry_at=None, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-def _lease_expired(job: Job, e: JobLeaseExpired) -> Job:
+def _lease_expired(job: Job, e: JobLeaseExpired) -> Changes:
     if job.status != "running" or e.attempt != job.attempt:
         raise _illegal(job, e)
     error = f"lease expired (attempt {e.attempt}, worker {e.worker})"
-    return _evolve(
-        job, status="queued", phase="new", worker=None, lease_deadline=None, last_error=error,
+    return _changes(
+        status="queued", phase="new", worker=None, lease_deadline=None, last_error=error,
         errors=_errors(job, error), sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-def _rejected(job: Job, e: JobRejected) -> Job:
+def _rejected(job: Job, e: JobRejected) -> Changes:
     conflicts = job.conflicts
     if e.reason == "conflict" and e.detail not in conflicts:
         conflicts = (*conflicts, e.detail)[-MAX_ERRORS:]
-    return _evolve(
-        job, conflicts=conflicts, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
+    return _changes(
+        conflicts=conflicts, sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at
     )
 
 
-def _callback(job: Job, e: JobCallbackAttempted) -> Job:
-    return _evolve(
-        job, callback_attempts=max(job.callback_attempts, e.callback_attempt),
+def _callback(job: Job, e: JobCallbackAttempted) -> Changes:
+    return _changes(
+        callback_attempts=max(job.callback_attempts, e.callback_attempt),
         sequence=e.envelope.sequence, updated_at=e.envelope.occurred_at,
     )
 
 
-_Handler = Callable[[Job, LifecycleEvent], Job]
+_Handler = Callable[[Job, LifecycleEvent], Changes]
 _HANDLERS: dict[type, _Handler] = {
     JobQueued: _queued,  # type: ignore[dict-item]
     JobStarted: _started,  # type: ignore[dict-item]
@@ -296,11 +300,41 @@ def apply(state: Job | None, event: LifecycleEvent) -> Job:
             event other than ``JobSubmitted`` for an unknown job); nothing is applied.
     """
     if state is None:
-        if type(event) is JobSubmitted:
-            return _submitted(None, event)
-        raise _illegal(None, event)
+        return _first(event)
+    changes = _transition(state, event)
+    return _copy_with(state, changes) if changes is not None else state
+
+
+def apply_owned(state: Job | None, event: LifecycleEvent) -> Job:
+    """``apply``, writing the changes into ``state`` itself instead of into a copy.
+
+    Only for a state nobody else can see: a fold's private working copy, created by the
+    fold from the job's ``JobSubmitted`` and handed out only when the fold is done
+    (``fold``, audit replay). Same transitions, same checks; skipping the copy of every
+    field per event makes replay ~15% faster. An illegal event changes nothing: the
+    transition is checked completely before any field is written.
+
+    Raises:
+        IllegalTransition: as ``apply``.
+    """
+    if state is None:
+        return _first(event)
+    changes = _transition(state, event)
+    if changes is not None:
+        _fill(state, changes)
+    return state
+
+
+def _first(event: LifecycleEvent) -> Job:
+    if type(event) is JobSubmitted:
+        return _submitted(None, event)
+    raise _illegal(None, event)
+
+
+def _transition(state: Job, event: LifecycleEvent) -> Changes | None:
+    """The one state machine: what ``event`` changes in ``state``; None for a redelivery."""
     if event.envelope.sequence <= state.sequence:
-        return state
+        return None
     if event.envelope.job_id != state.job_id:
         raise _illegal(state, event)
     handler = _HANDLERS.get(type(event))
@@ -317,5 +351,5 @@ def fold(events: Iterable[LifecycleEvent]) -> Job | None:
     """
     state: Job | None = None
     for event in events:
-        state = apply(state, event)
+        state = apply_owned(state, event)  # the state is this loop's own until returned
     return state

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brigade.errors import Skip
-from processors.lifecycle import Job, apply
+from processors.lifecycle import Job, apply, apply_owned
 from projections.readmodel import JobState
 from schemas import records as r
 
@@ -81,8 +81,12 @@ def advance(tracked: Tracked | None, event: r.LifecycleEvent) -> tuple[Tracked, 
     return new, _MEASURES.get(type(event), _attempt_only)(before, event)
 
 
-def track(tracked: Tracked | None, event: r.LifecycleEvent) -> Tracked:
+def track(tracked: Tracked | None, event: r.LifecycleEvent, *, owned: bool = False) -> Tracked:
     """``advance`` without the measures: the state alone (replay needs nothing more).
+
+    ``owned``: the job's state is the caller's private working copy, updated in place
+    (``processors.lifecycle.apply_owned``); only for a fold that hands its states out
+    when it is done, as replay does.
 
     Raises:
         Skip: the event is a duplicate (its sequence is not past the job's).
@@ -90,7 +94,7 @@ def track(tracked: Tracked | None, event: r.LifecycleEvent) -> Tracked:
     """
     if tracked is not None and event.envelope.sequence <= tracked.job.sequence:
         raise Skip()
-    job = apply(tracked.job if tracked is not None else None, event)
+    job = (apply_owned if owned else apply)(tracked.job if tracked is not None else None, event)
     if tracked is None:
         return Tracked(job, type(event).__name__)
     return Tracked(job, type(event).__name__, *_times(tracked, event))
@@ -132,7 +136,7 @@ def fold_events(events: Iterable[r.LifecycleEvent]) -> Tracked | None:
     tracked: Tracked | None = None
     for event in events:
         try:
-            tracked = track(tracked, event)
+            tracked = track(tracked, event, owned=True)  # this loop's own until returned
         except Skip:
             continue
     return tracked

@@ -120,7 +120,8 @@ def _fold_record(out: Replayed, codec: Codec, value: bytes) -> None:
     if job_id in out.partial:
         return
     try:
-        out.jobs[job_id] = track(out.jobs.get(job_id), event)
+        # The fold's states are its own until it returns: folded in place.
+        out.jobs[job_id] = track(out.jobs.get(job_id), event, owned=True)
         out.events += 1
     except Skip:
         out.duplicates += 1

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from processors.decisions import Decision, Input, decide
-from processors.lifecycle import IllegalTransition, Job, apply, fold
+from processors.lifecycle import IllegalTransition, Job, apply, apply_owned, fold
 from schemas.records import (
     JobCancelled,
     JobCancelRequested,
@@ -377,18 +377,59 @@ def test_redelivering_every_input_twice_changes_nothing(steps: list[tuple[Input,
     assert state_once.status == state_twice.status or state_twice.terminal or state_once.terminal
 
 
-def test_evolve_equals_dataclasses_replace() -> None:
-    from processors.lifecycle import _evolve
+def test_copy_with_equals_dataclasses_replace() -> None:
+    from processors.lifecycle import _copy_with
 
     s = spec()
     state, _, _ = run([(submit(s), 0), (outcome(s, "started"), 1)])
     assert state is not None
-    changes = {"status": "succeeded", "phase": "done", "errors": ("x",), "result_ref": "r", "sequence": 9}
-    evolved = _evolve(state, **changes)
+    changes: dict[str, object] = {"status": "succeeded", "phase": "done", "errors": ("x",), "result_ref": "r",
+                                  "sequence": 9}
+    evolved = _copy_with(state, changes)
     assert evolved == dataclasses.replace(state, **changes)  # type: ignore[arg-type]
     assert repr(evolved) == repr(dataclasses.replace(state, **changes))  # type: ignore[arg-type]
     assert state.status == "running" and evolved is not state
     with pytest.raises(KeyError):
-        _evolve(state, no_such_field=1)
+        _copy_with(state, {"no_such_field": 1})
     with pytest.raises(dataclasses.FrozenInstanceError):
         evolved.status = "failed"  # type: ignore[misc]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["started", "failed", "succeeded", "timer", "cancel"]),
+                          st.integers(1, 3)), max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_owned_fold_equals_the_copying_fold(steps: list[tuple[str, int]]) -> None:
+    # Given any history the processor emits (including illegal tries it refused)
+    s = spec("owned", max_attempts=3)
+    inputs: list[tuple[Input, float]] = [(submit(s), 0)]
+    for at, (kind, attempt) in enumerate(steps, start=1):
+        if kind == "timer":
+            inputs.append((timer(s, attempt, later(at)), at))
+        elif kind == "cancel":
+            inputs.append((cancel(s), at))
+        else:
+            inputs.append((outcome(s, kind, attempt), at))
+    _, events, _ = run(inputs)
+    # When it is folded in place and by copies, also with every event delivered twice
+    copied: Job | None = None
+    owned: Job | None = None
+    for applied in [e for e in events for _ in range(2)]:
+        copied = apply(copied, applied)
+        owned = apply_owned(owned, applied)
+        # Then both paths agree after every event
+        assert owned == copied
+    assert fold(events) == copied
+
+
+def test_an_illegal_event_changes_an_owned_state_not_at_all() -> None:
+    s = spec()
+    state, events, _ = run([(submit(s), 0), (outcome(s, "started"), 1), (outcome(s, "succeeded"), 2)])
+    assert state is not None
+    owned = fold(events[:-1])
+    assert owned is not None
+    snapshot = repr(owned)
+    assert isinstance(events[2], JobStarted)
+    again = dataclasses.replace(events[2], envelope=dataclasses.replace(events[2].envelope, sequence=99))
+    with pytest.raises(IllegalTransition):
+        apply_owned(owned, again)  # a second start of the running attempt
+    assert repr(owned) == snapshot

@@ -10,6 +10,7 @@ from brigade.errors import Skip
 from processors.lifecycle import fold
 from projections.fold import advance, fold_events, track
 from projections.simulate import PATHS, job_events, stream
+from schemas.records import JobSubmitted
 from tests.projections.test_queries import START
 
 
@@ -39,6 +40,7 @@ def test_measures_of_a_successful_job() -> None:
         tracked, m = advance(tracked, event)
         measures.append(m)
     submitted, queued, started, succeeded = events
+    assert isinstance(submitted, JobSubmitted)
     assert measures[2].queue_ms == pytest.approx(
         (started.envelope.occurred_at - queued.envelope.occurred_at).total_seconds() * 1000)
     assert measures[3].processing_ms == pytest.approx(
@@ -62,8 +64,9 @@ def test_a_rate_limited_retry_counts_one_429() -> None:
 @settings(max_examples=30, deadline=None)
 def test_track_is_advance_without_measures(path: str, seed: int) -> None:
     events = job_events("j1", tenant_id="t", pool="p", model="m", path=path, start=START, seed=seed)  # type: ignore[arg-type]
-    tracked = advanced = None
+    tracked = advanced = owned = None
     for event in events:
         tracked = track(tracked, event)
+        owned = track(owned, event, owned=True)
         advanced, _ = advance(advanced, event)
-        assert tracked == advanced
+        assert tracked == advanced == owned
