@@ -12,6 +12,7 @@ writes ``bench/results/workers.json``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -30,39 +31,54 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin, make_consumer, make_producer
 from brigade.settings import KafkaSettings, LaneSettings, PoolSettings, Settings, TopicSettings
 from schemas.codec import Codec
 from schemas.records import JobSpec, WorkItem, WorkOutcome
-from workers.emulator import EmulatorConfig, create_emulator_app
+from workers.emulator import EmulatorConfig
 
 CODEC = Codec()
 GPU = EmulatorConfig(batch_latency_ms=20.0, item_latency_ms=0.5, gpu_slots=1, record_inputs=False)
 RESULTS = Path(__file__).parent / "results" / "workers.json"
+PROFILE: str | None = None
+
+
+_EMULATOR = (
+    "import sys, uvicorn\n"
+    "from workers.emulator import EmulatorConfig, create_emulator_app\n"
+    "config = EmulatorConfig(batch_latency_ms=float(sys.argv[2]), item_latency_ms=float(sys.argv[3]),\n"
+    "                        gpu_slots=1, record_inputs=False)\n"
+    "uvicorn.run(create_emulator_app(config), host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')\n"
+)
 
 
 @contextmanager
 def emulator() -> Iterator[str]:
+    # Its own process: in this one it shared the GIL with the outcome collector, and its
+    # answers slowed down with the collector's load, so the bench measured itself.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_emulator_app(GPU), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    port = sock.getsockname()[1]
+    sock.close()
+    args = [str(port), str(GPU.batch_latency_ms), str(GPU.item_latency_ms)]
+    proc = subprocess.Popen([sys.executable, "-c", _EMULATOR, *args])
+    url = f"http://127.0.0.1:{port}"
     try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
         yield url
     finally:
-        server.should_exit = True
-        thread.join(10)
+        proc.terminate()
+        proc.wait(30)
 
 
 def make_settings(bootstrap: str, endpoint: str, batch_size: int, data: Path) -> Settings:
@@ -86,13 +102,22 @@ def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         if value is not None:
             env[f"BRIGADE_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     brigade = str(Path(sys.executable).with_name("brigade"))
+    command = [brigade, "workers", "--pool", "p"]
+    if PROFILE is not None:
+        # Local profiling only (pyinstrument is not a project dependency); the worker is
+        # stopped with SIGINT so the profiler writes its report.
+        command = [str(Path(sys.executable).with_name("pyinstrument")), "-r", "text", "-o", PROFILE, *command]
     with log.open("ab") as out:
-        proc = subprocess.Popen([brigade, "workers", "--pool", "p"], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=out)
         try:
             yield proc
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
+            proc.send_signal(signal.SIGINT if PROFILE is not None else signal.SIGKILL)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
 
 
 def item(lane: str) -> WorkItem:
@@ -204,12 +229,29 @@ def lane_stats(collector: Collector, items: list[WorkItem], began: float) -> dic
 
 
 def main() -> None:
-    """Run both benchmarks, print a table, write JSON."""
+    """Run the benchmarks, print a table, write JSON (``--only throughput`` skips the rest)."""
+    global PROFILE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["throughput", "mixed"], help="run one benchmark, write no JSON")
+    parser.add_argument("--profile", help="run the worker under pyinstrument, text report to this path")
+    args = parser.parse_args()
+    PROFILE = args.profile
     bootstrap = os.environ.get("BRIGADE_BENCH_BOOTSTRAP", "127.0.0.1:19092")
     with tempfile.TemporaryDirectory() as tmp, emulator() as url:
         data = Path(tmp)
+        if args.only == "throughput":
+            print(json.dumps(throughput(bootstrap, url, 32, 3000, data)))
+            return
+        if args.only == "mixed":
+            print(json.dumps(mixed(bootstrap, url, data, backlog=3000, rate=50.0, seconds=6.0)))
+            return
         speedup = [throughput(bootstrap, url, 1, 300, data), throughput(bootstrap, url, 32, 3000, data)]
         load = mixed(bootstrap, url, data, backlog=3000, rate=50.0, seconds=6.0)
+    report(speedup, load)
+
+
+def report(speedup: list[dict[str, Any]], load: dict[str, Any]) -> None:
+    """Print the tables and write ``bench/results/workers.json``."""
     factor = round(speedup[1]["jobs_per_s"] / speedup[0]["jobs_per_s"], 1)
     result = {"emulator": {"batch_latency_ms": GPU.batch_latency_ms, "item_latency_ms": GPU.item_latency_ms},
               "batching": speedup, "speedup": factor, "mixed": load}
