@@ -106,7 +106,8 @@ def batching_efficiency(embeddings: int, run_id: str) -> dict[str, Any]:
     raw = raw_embeddings_per_second(64, min(embeddings, 1024))
     texts = [f"{text} ({run_id} {i})" for i, text in enumerate(sample_texts(embeddings))]
     with embedded_stack(model_server=True) as stack:
-        _submit_and_drain(stack, texts[:64], model_hint=None, timeout_s=300)
+        # Distinct warm-up texts: a repeated text would be the same job (same payload hash).
+        _submit_and_drain(stack, [f"warm-up {text}" for text in texts[:64]], model_hint=None, timeout_s=300)
         seconds = _submit_and_drain(stack, texts, model_hint=None, timeout_s=900)
     through = embeddings / seconds
     return {"embeddings": embeddings, "through_brigade_per_s": through, "raw_model_per_s": raw,
