@@ -182,7 +182,11 @@ def _idle_cores() -> int:
     # Measured on a shared 2-core machine with load ~4: two processes were slower than
     # one (each got half a core, and the second one's start-up was not paid back).
     cores = os.cpu_count() or 1
-    return max(1, min(cores, 1 + int(cores - os.getloadavg()[0])))
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not every platform reports one
+        load = 0.0
+    return max(1, min(cores, 1 + int(cores - load)))
 
 
 def _shares(bounds: Mapping[int, tuple[int, int]], count: int) -> list[list[int]]:

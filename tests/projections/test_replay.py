@@ -130,3 +130,13 @@ def _columns(ch: ClickHouse, table: str) -> str:
 def test_rebuild_with_a_fresh_migration(fresh: ClickHouse) -> None:
     assert apply_migrations(fresh) == [1]
     assert apply_migrations(fresh) == []
+
+
+def test_automatic_process_count_is_one_for_small_logs_and_never_exceeds_filled_partitions() -> None:
+    from projections.replay import PARALLEL_MIN_MESSAGES, _process_count
+
+    small = {0: (0, 10), 1: (0, 10)}
+    assert _process_count(None, small) == 1
+    big = {0: (0, PARALLEL_MIN_MESSAGES), 1: (0, 0)}
+    assert _process_count(None, big) == 1  # one partition holds everything
+    assert _process_count(4, {0: (0, 5), 1: (0, 5), 2: (3, 3)}) == 2
