@@ -7,6 +7,7 @@ with the wrong cleanup policy loses the event log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,7 @@ def apply(admin: AdminClient, specs: Iterable[TopicSpec], *, timeout_s: float = 
     existing = admin.list_topics(timeout=timeout_s).topics
     missing = [s for s in specs if s.name not in existing]
     _create(admin, missing, timeout_s)
+    _await_visible(admin, [s.name for s in missing], timeout_s)
     present = [s for s in specs if s.name in existing]
     drift = _partition_drift(present, existing) + _config_drift(admin, present, timeout_s)
     drifted = {line.split(":")[0] for line in drift}
@@ -134,6 +136,19 @@ def _create(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> Non
             # Another process may have created it between list and create: that is fine.
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise KafkaError(f"creating topic {name} failed: {exc}") from exc
+
+
+def _await_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    # CreateTopics returns once the controller accepted them; brokers' metadata follows a
+    # moment later. Callers (and the next apply) must see what was just created.
+    deadline = time.monotonic() + timeout_s
+    while names:
+        visible = admin.list_topics(timeout=timeout_s).topics
+        names = [n for n in names if n not in visible or not visible[n].partitions]
+        if names and time.monotonic() > deadline:
+            raise KafkaError(f"created topics not visible after {timeout_s}s: {', '.join(names)}")
+        if names:
+            time.sleep(0.05)
 
 
 def _partition_drift(specs: list[TopicSpec], existing: Mapping[str, Any]) -> list[str]:
