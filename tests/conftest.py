@@ -66,9 +66,17 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def topics(settings: Settings) -> topology.Topology:
-    """The test's topology, applied to the broker."""
+def topics(settings: Settings) -> Iterator[topology.Topology]:
+    """The test's topology, applied to the broker; its topics are deleted afterwards."""
     topo = topology.Topology(settings)
-    report = topology.apply(make_admin(settings), topo.specs())
+    admin = make_admin(settings)
+    report = topology.apply(admin, topo.specs())
     assert not report.drift
-    return topo
+    yield topo
+    # Every topic the test made (ours, and Faust's changelogs) shares the prefix. Deleting
+    # them keeps one session's broker small however many tests run against it.
+    prefix = settings.kafka.topic_prefix
+    names = [name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
