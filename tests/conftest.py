@@ -43,7 +43,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     broker = LocalKafka(
-        data_dir=tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port()
+        data_dir=tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port(),
+        heap="1g",  # a whole session of tests creates thousands of partitions over time
     )
     broker.start()
     try:
