@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -95,14 +95,9 @@ def create_app(
             topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
         return topics[name]
 
-    async def enqueue(name: str, key: bytes, value: bytes) -> Awaitable[None]:
-        # Returns once the record is in the producer's batch for its partition (its order
-        # is fixed); the returned future resolves when the broker acknowledged it.
-        delivery: Awaitable[None] = await topic(name).send(key=key, value=value, force=True)
-        return delivery
-
     async def send(name: str, key: bytes, value: bytes) -> None:
-        await (await enqueue(name, key, value))
+        delivery = await topic(name).send(key=key, value=value, force=True)
+        await delivery
 
     # Keys are job ids as raw bytes, values JobView dicts (the app's default codecs: raw/json).
     table = app.Table(TABLE_NAME, default=None, partitions=settings.topics.partitions, key_type=bytes)
@@ -110,7 +105,7 @@ def create_app(
         settings=settings,
         pools=pools,
         pipelines=pipelines,
-        publisher=FaustPublisher(send=send, enqueue=enqueue, outcomes=topology.outcomes,
+        publisher=FaustPublisher(send=send, outcomes=topology.outcomes,
                                  job_events=topology.job_events, codec=Codec()),
         send=send,
         table=table,

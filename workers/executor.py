@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,22 +36,14 @@ _REMEMBERED = 50_000
 
 
 class Publisher(Protocol):
-    """Where outcomes and circuit events go."""
-
-    async def enqueue(self, outcome: WorkOutcome) -> Awaitable[None]:
-        """Hand an outcome to the producer; return the broker's acknowledgement to await.
-
-        Once this returns, the outcome's place in its partition (``brigade.outcomes``, keyed
-        by job id) is fixed: anything enqueued later for the same job lands after it.
-        """
-        ...
+    """Where outcomes and circuit events go; each call returns once the record is durable."""
 
     async def outcome(self, outcome: WorkOutcome) -> None:
-        """Publish to ``brigade.outcomes`` keyed by job id; returns once the record is durable."""
+        """Publish to ``brigade.outcomes`` keyed by job id."""
         ...
 
     async def circuit(self, record: CircuitRecord, *, key: str) -> None:
-        """Publish to ``brigade.job-events`` keyed ``circuit:<pool>:<model>``; returns once durable."""
+        """Publish to ``brigade.job-events`` keyed ``circuit:<pool>:<model>``."""
         ...
 
 
@@ -121,11 +113,7 @@ class PoolExecutor:
         metrics.set_circuit(name, pool.model, self.breaker.state)
 
     async def execute(self, items: Sequence[WorkItem], *, lane: str) -> list[WorkOutcome]:
-        """Run ``items`` as one batch; return (and publish) one final outcome per item, in order.
-
-        Returns only once the broker acknowledged every outcome of the batch (``started``
-        included), so the caller may ack the batch's work messages.
-        """
+        """Run ``items`` as one batch; return (and publish) one final outcome per item, in order."""
         final: dict[int, WorkOutcome] = {}
         runnable: list[int] = []
         for index, item in enumerate(items):
@@ -134,12 +122,10 @@ class PoolExecutor:
                 runnable.append(index)
             else:
                 final[index] = self._outcome(item, "skipped", error=reason)
-        acks: list[Awaitable[None]] = []
         if runnable:
-            final.update(await self._run(items, runnable, lane, acks))
+            final.update(await self._run(items, runnable, lane))
         outcomes = [final[i] for i in range(len(items))]
-        acks.extend(await asyncio.gather(*(self.publisher.enqueue(o) for o in outcomes)))
-        await asyncio.gather(*acks)
+        await asyncio.gather(*(self.publisher.outcome(o) for o in outcomes))
         for outcome in outcomes:
             self._count(outcome, lane)
         return outcomes
@@ -149,9 +135,7 @@ class PoolExecutor:
             return f"attempt {item.attempt} already reported by this worker"
         return skip_reason(self.lookup(item.spec.job_id), item)
 
-    async def _run(
-        self, items: Sequence[WorkItem], runnable: list[int], lane: str, acks: list[Awaitable[None]]
-    ) -> dict[int, WorkOutcome]:
+    async def _run(self, items: Sequence[WorkItem], runnable: list[int], lane: str) -> dict[int, WorkOutcome]:
         final, call = await self._prepare(items, runnable)
         if not call.indexes:
             return final
@@ -161,11 +145,8 @@ class PoolExecutor:
             final.update(self._circuit_open(items, call.indexes, lane, admission.retry_in))
             return final
         await self._wait_for_rate_limit()
-        # ``started`` is enqueued before the model call, so it precedes the job's final outcome
-        # in the partition, but its acknowledgement is awaited with the final outcomes' (the
-        # work message is acked only after both): a broker round trip less per batch.
         started = [self._started(items[i], call.batch_id) for i in call.indexes]
-        acks.extend(await asyncio.gather(*(self.publisher.enqueue(o) for o in started)))
+        await asyncio.gather(*(self.publisher.outcome(o) for o in started))
         final.update(await self._call(items, call, admission.ticket, lane))
         return final
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,9 +45,6 @@ from workers.results import ResultStore
 
 log = logging.getLogger(__name__)
 Send = Callable[[str, bytes, bytes], Any]  # (topic, key, value) -> awaitable delivery
-# (topic, key, value) -> awaitable that returns once the producer holds the record, giving
-# the broker's acknowledgement to await.
-Enqueue = Callable[[str, bytes, bytes], Awaitable[Awaitable[None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +57,13 @@ class Pending:
 
 
 class FaustPublisher:
-    """Publishes records; the broker acknowledges them with acks=all."""
+    """Publishes records and waits until the broker has them (acks=all)."""
 
-    def __init__(
-        self, *, send: Send, enqueue: Enqueue, outcomes: str, job_events: str, codec: Codec
-    ) -> None:
+    def __init__(self, *, send: Send, outcomes: str, job_events: str, codec: Codec) -> None:
         self._send = send
-        self._enqueue = enqueue
         self._outcomes = outcomes
         self._job_events = job_events
         self._codec = codec
-
-    async def enqueue(self, outcome: WorkOutcome) -> Awaitable[None]:
-        """Hand an outcome to the producer; return its acknowledgement to await."""
-        return await self._enqueue(self._outcomes, outcome.job_id.encode(), self._codec.encode(outcome))
 
     async def outcome(self, outcome: WorkOutcome) -> None:
         """Publish to ``brigade.outcomes`` keyed by job id."""

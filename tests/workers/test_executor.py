@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -30,24 +29,14 @@ from .uvicorn_server import serve
 
 
 class RecordingPublisher:
-    """Collects what the executor publishes; ``hold`` keeps the broker acks pending."""
+    """Collects what the executor publishes."""
 
     def __init__(self) -> None:
         self.outcomes: list[WorkOutcome] = []
         self.circuits: list[tuple[str, CircuitRecord]] = []
-        self.hold = False
-        self.acks: list[asyncio.Future[None]] = []
-
-    async def enqueue(self, outcome: WorkOutcome) -> asyncio.Future[None]:
-        self.outcomes.append(outcome)
-        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self.hold:
-            ack.set_result(None)
-        self.acks.append(ack)
-        return ack
 
     async def outcome(self, outcome: WorkOutcome) -> None:
-        await (await self.enqueue(outcome))
+        self.outcomes.append(outcome)
 
     async def circuit(self, record: CircuitRecord, *, key: str) -> None:
         self.circuits.append((key, record))
@@ -140,29 +129,6 @@ async def test_shuffled_responses_reach_their_own_jobs(emulator: str, harness: A
         assert outcome.batch_size == 12
     started = [o for o in h.publisher.outcomes if o.kind == "started"]
     assert len(started) == 12 and len({o.batch_id for o in started}) == 1
-
-
-async def test_execute_returns_only_after_every_outcome_is_acknowledged(harness: Any) -> None:
-    h = harness()
-    h.publisher.hold = True
-    items = [work_item(f"held {i}") for i in range(5)]
-    task = asyncio.create_task(h.run(items))
-    deadline = asyncio.get_running_loop().time() + 10
-    while len(h.publisher.outcomes) < 10:
-        assert asyncio.get_running_loop().time() < deadline, "outcomes were not enqueued"
-        await asyncio.sleep(0.01)
-    for item in items:
-        kinds = [o.kind for o in h.publisher.outcomes if o.job_id == item.spec.job_id]
-        assert kinds == ["started", "succeeded"], "started must be enqueued before the final outcome"
-    await asyncio.sleep(0.05)
-    assert not task.done(), "execute returned before the broker acknowledged the outcomes"
-    for ack in h.publisher.acks[:-1]:
-        ack.set_result(None)
-    await asyncio.sleep(0.05)
-    assert not task.done(), "execute returned with one acknowledgement still pending"
-    h.publisher.acks[-1].set_result(None)
-    outcomes = await asyncio.wait_for(task, 10)
-    assert [o.kind for o in outcomes] == ["succeeded"] * 5
 
 
 async def test_partial_responses_fail_only_the_missing_items(emulator: str, harness: Any) -> None:
