@@ -154,6 +154,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str) -> Iterator[S
     _write_config(home, ports)
     process = _start_up(home)
     url = f"http://127.0.0.1:{ports['api']}"
+    running: Stack | None = None
     try:
         credentials = _wait_ready(home, url)
         cwd = Path.cwd()
@@ -165,14 +166,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str) -> Iterator[S
                                 object_store_url=f"file://{data / 'objects'}")
         finally:
             os.chdir(cwd)
-        yield Stack(home, settings, url, credentials["apiKey"], credentials["tenantId"], emulator, process)
+        running = Stack(home, settings, url, credentials["apiKey"], credentials["tenantId"], emulator,
+                        process)
+        yield running
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        # The restart test replaces the process: stop whichever `brigade up` runs now.
+        current = running.process if running is not None else process
+        if current.poll() is None:
+            os.killpg(current.pid, signal.SIGINT)
+        try:
+            current.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(current.pid, signal.SIGKILL)
+            current.wait()
         for pid in _stack_processes(home):
             os.kill(pid, signal.SIGKILL)
 
