@@ -9,6 +9,8 @@ as expected.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,6 +87,10 @@ def run(settings: Settings, *, console: Console, jobs: int = 40, timeout_s: floa
             _wait(client, expectations, console, timeout_s)
             checks["callback delivered and signed"] = _callback_ok(receiver)
             _summary(console, client, expectations, checks)
+            sample = next((e.job_id for e in expectations if e.final == "succeeded"), None)
+            if sample is not None:
+                checks["brigade query and audit answer"] = _operator_views(
+                    console, credentials["tenantId"], sample)
     finally:
         receiver.stop()
     return all(e.final in e.allowed for e in expectations) and all(checks.values())
@@ -184,6 +190,20 @@ def _summary(console: Console, client: Client, expected: list[Expectation], chec
     sample = next(e for e in expected if e.final == "succeeded")
     vector = client.result(sample.job_id)["output"].get("embedding", [])
     console.print(f"sample result {sample.job_id}: embedding of {len(vector)} dimensions")
-    console.print("timeline:", style="bold")
-    for event in client.events(sample.job_id):
-        console.print(f"  {event.get('occurredAt')}  {event.get('type') or event.get('eventType')}")
+
+
+def _operator_views(console: Console, tenant: str, job_id: str) -> bool:
+    """What an operator sees: `brigade query` for this tenant and `brigade audit` of one job."""
+    ok = True
+    for args in (["query", "success-rate", "--since", "15m", "--tenant", tenant],
+                 ["query", "latency", "--since", "15m", "--tenant", tenant],
+                 ["audit", job_id]):
+        console.print(f"$ brigade {' '.join(args)}", style="bold")
+        # The operator commands run as their own processes, exactly as a user types them.
+        result = subprocess.run([sys.executable, "-m", "brigade", *args], check=False,
+                                capture_output=True, text=True, timeout=120)
+        console.print(result.stdout.rstrip(), markup=False, highlight=False)
+        if result.returncode != 0:
+            console.print(result.stderr.rstrip(), markup=False, highlight=False)
+            ok = False
+    return ok

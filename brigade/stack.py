@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import secrets
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import httpx
 import typer
 from rich.console import Console
 
+from brigade.errors import BrigadeError
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.kafka.local import LocalKafka
@@ -66,6 +69,33 @@ def metrics_endpoints(settings: Settings) -> list[str]:
     return urls
 
 
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _refuse_taken_ports(settings: Settings, broker: LocalKafka, *, with_model_server: bool) -> None:
+    """Fail before starting anything when another process already serves one of our ports.
+
+    Otherwise readiness probes would find the other process answering and this stack would
+    quietly talk to someone else's broker or API.
+    """
+    ports = {"api.port": (settings.api.host, settings.api.port)}
+    if broker.pid() is None:
+        ports["kafka.broker_port"] = ("127.0.0.1", settings.kafka.broker_port)
+        ports["kafka.controller_port"] = ("127.0.0.1", settings.kafka.controller_port)
+    if with_model_server and "default" in settings.pools:
+        endpoint = urlsplit(settings.pools["default"].endpoint)
+        ports["pools.default.endpoint"] = (endpoint.hostname or "127.0.0.1", endpoint.port or 80)
+    taken = [f"{name} ({host}:{port})" for name, (host, port) in ports.items() if _port_taken(host, port)]
+    if taken:
+        raise BrigadeError(
+            "another process already listens on " + ", ".join(taken)
+            + ": stop it (another `brigade up`?) or change those settings"
+        )
+
+
 def _callback_env(settings: Settings) -> dict[str, str]:
     """Callback signing for the embedded stack: a secret made once and kept in the data dir.
 
@@ -92,6 +122,7 @@ def up(settings: Settings, *, console: Console, with_model_server: bool = True) 
     from ingress.tenants import ensure_dev_tenant
 
     broker = LocalKafka.from_settings(settings)
+    _refuse_taken_ports(settings, broker, with_model_server=with_model_server)
     console.print(f"starting kafka on {broker.bootstrap} …")
     broker.start()
     report = topology.apply(make_admin(settings), topology.Topology(settings).specs())
