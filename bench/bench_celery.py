@@ -19,16 +19,7 @@ import redis
 
 from bench.report import emit
 from brigade.errors import BrigadeError
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from brigade.net import free_port
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from bench.report import emit
 from brigade.kafka import topology
 from brigade.kafka.clients import consumer_config, make_admin, producer_config
 from brigade.kafka.local import LocalKafka
+from brigade.net import free_port
 from brigade.settings import KafkaSettings, Settings
 from schemas.codec import Codec
 
@@ -36,8 +37,6 @@ def bench_broker() -> Iterator[str]:
         yield named
         return
     with tempfile.TemporaryDirectory() as folder:
-        from tests.conftest import free_port
-
         broker = LocalKafka(data_dir=Path(folder), port=free_port(), controller_port=free_port())
         broker.start()
         try:

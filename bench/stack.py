@@ -21,9 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.bench_celery import free_port
 from brigade.errors import BrigadeError
+from brigade.net import free_port
 from brigade.settings import Settings
+from brigade.stack import stack_settings
 
 EMULATED = "emulated-minilm"
 
@@ -109,17 +110,8 @@ def embedded_stack(*, model_server: bool, batch_latency_ms: float = 0.0,
             _wait(f"{emulator_url}/healthz", 60)
             _wait(f"{url}/readyz", 420)
             credentials = json.loads((home / ".brigade" / "dev-credentials.json").read_text())
-            cwd = Path.cwd()
-            os.chdir(home)
-            try:
-                # The stack's paths are relative to its directory; this process runs elsewhere.
-                data = home / ".brigade"
-                settings = Settings(data_dir=data, clickhouse_url=f"chdb://{data / 'clickhouse'}",
-                                    object_store_url=f"file://{data / 'objects'}")
-            finally:
-                os.chdir(cwd)
-            yield RunningStack(home, settings, url, credentials["apiKey"], credentials["tenantId"],
-                               emulator_url)
+            yield RunningStack(home, stack_settings(home), url, credentials["apiKey"],
+                               credentials["tenantId"], emulator_url)
         finally:
             for process in (up, emulator):
                 if process.poll() is None:

@@ -7,10 +7,11 @@ workers. Stopping runs in reverse, and the broker stops last so every child can 
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
-import socket
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from brigade.errors import BrigadeError
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.kafka.local import LocalKafka
+from brigade.net import port_taken
 from brigade.settings import Settings
 from brigade.supervisor import ChildSpec, Supervisor
 
@@ -69,12 +71,6 @@ def metrics_endpoints(settings: Settings) -> list[str]:
     return urls
 
 
-def _port_taken(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex((host, port)) == 0
-
-
 def _refuse_taken_ports(settings: Settings, broker: LocalKafka, *, with_model_server: bool) -> None:
     """Fail before starting anything when another process already serves one of our ports.
 
@@ -88,12 +84,38 @@ def _refuse_taken_ports(settings: Settings, broker: LocalKafka, *, with_model_se
     if with_model_server and "default" in settings.pools:
         endpoint = urlsplit(settings.pools["default"].endpoint)
         ports["pools.default.endpoint"] = (endpoint.hostname or "127.0.0.1", endpoint.port or 80)
-    taken = [f"{name} ({host}:{port})" for name, (host, port) in ports.items() if _port_taken(host, port)]
+    taken = [f"{name} ({host}:{port})" for name, (host, port) in ports.items() if port_taken(host, port)]
     if taken:
         raise BrigadeError(
             "another process already listens on " + ", ".join(taken)
             + ": stop it (another `brigade up`?) or change those settings"
         )
+
+
+def stack_settings(home: Path) -> Settings:
+    """The settings of a stack whose working directory is ``home``, usable from elsewhere.
+
+    ``brigade up`` reads ``home/brigade.toml`` and resolves its data paths against ``home``;
+    a process running in another directory (a test, a benchmark) needs them absolute.
+    """
+    cwd = Path.cwd()
+    os.chdir(home)
+    try:
+        settings = Settings()
+    finally:
+        os.chdir(cwd)
+    return settings.model_copy(update={
+        "data_dir": home / settings.data_dir,
+        "clickhouse_url": _absolute_url(settings.clickhouse_url, "chdb://", home),
+        "object_store_url": _absolute_url(settings.object_store_url, "file://", home),
+    })
+
+
+def _absolute_url(url: str, scheme: str, home: Path) -> str:
+    # Only local paths move with the directory; server URLs stay as they are.
+    if not url.startswith(scheme) or url[len(scheme):].startswith("/"):
+        return url
+    return f"{scheme}{home / url[len(scheme):]}"
 
 
 def _callback_env(settings: Settings) -> dict[str, str]:

@@ -8,7 +8,6 @@ with ``BRIGADE_TEST_DOCKER=1`` and a Docker engine, testcontainers' Kafka. Set
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +17,10 @@ import pytest
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.kafka.local import LocalKafka
+from brigade.net import free_port
 from brigade.settings import Settings, TopicSettings
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port"]
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import pytest
 
 from brigade.errors import BrigadeError
 from brigade.kafka.local import LocalKafka
+from brigade.net import free_port
 from brigade.settings import ApiSettings, KafkaSettings, PoolSettings, Settings
-from brigade.stack import _refuse_taken_ports, child_specs
-from tests.conftest import free_port
+from brigade.stack import _refuse_taken_ports, child_specs, stack_settings
 
 
 def _settings(tmp_path: Path, api_port: int) -> Settings:
@@ -37,3 +37,12 @@ def test_free_ports_pass_and_every_role_is_supervised(tmp_path: Path) -> None:
     _refuse_taken_ports(settings, LocalKafka.from_settings(settings), with_model_server=True)
     names = [spec.name for spec in child_specs(settings, with_model_server=True)]
     assert names == ["model", "api", "processors", "workers"]
+
+
+def test_stack_settings_resolve_local_paths_against_the_stack_directory(tmp_path: Path) -> None:
+    (tmp_path / "brigade.toml").write_text('clickhouse_url = "chdb://.brigade/ch"\n'
+                                           'object_store_url = "s3://bucket/objects"\n')
+    settings = stack_settings(tmp_path)
+    assert settings.data_dir == tmp_path / ".brigade"
+    assert settings.clickhouse_url == f"chdb://{tmp_path}/.brigade/ch"
+    assert settings.object_store_url == "s3://bucket/objects"

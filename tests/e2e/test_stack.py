@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
+from brigade.net import free_port
 from brigade.settings import Settings
+from brigade.stack import stack_settings
 from ingress.client import ApiRequestError, Client
 from ingress.producer import JobProducer
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -157,17 +158,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str) -> Iterator[S
     running: Stack | None = None
     try:
         credentials = _wait_ready(home, url)
-        cwd = Path.cwd()
-        os.chdir(home)
-        try:
-            # The stack's paths are relative to its directory; this process runs elsewhere.
-            data = home / ".brigade"
-            settings = Settings(data_dir=data, clickhouse_url=f"chdb://{data / 'clickhouse'}",
-                                object_store_url=f"file://{data / 'objects'}")
-        finally:
-            os.chdir(cwd)
-        running = Stack(home, settings, url, credentials["apiKey"], credentials["tenantId"], emulator,
-                        process)
+        running = Stack(home, stack_settings(home), url, credentials["apiKey"], credentials["tenantId"],
+                        emulator, process)
         yield running
     finally:
         # The restart test replaces the process: stop whichever `brigade up` runs now.
