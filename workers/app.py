@@ -87,6 +87,10 @@ def create_app(
         # a send that finds its partition's batch full waits a whole broker round trip for it
         # to drain, so a batch of 32 outcomes took ~16 sequential round trips.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        # A SIGKILLed worker's partitions move to the others after this long (as for the
+        # processors); Faust's default keeps them stuck for a minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
     topics: dict[str, Any] = {}
 
