@@ -4,6 +4,11 @@ Wire format: ``C3 01`` magic, the writer schema's 8-byte little-endian CRC-64-AV
 fingerprint, then the Avro binary body. Readers look the writer schema up by fingerprint
 and resolve it into the newest version they know, as a schema registry would.
 
+Migration: Brigade once wrote the fingerprint big-endian. For one release readers still
+accept that order, looked up only when the specification's order names no schema and
+counted in ``brigade_avro_legacy_fingerprint_decodes_total``; writers use only the
+specification's order (docs/event-contract.md).
+
 Speed (measured, see docs/event-contract.md): fastavro re-parses a schema on every call
 unless the schema carries its "parsed" marker, which the registry's copies do not (they
 are parsed for fingerprinting); the codec keeps its own marked copies, one per writer
@@ -22,8 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from prometheus_client import CollectorRegistry, Counter
 
 from brigade.errors import DecodeError, SchemaError
 from schemas.decoders import Read, Unsupported, record_reader
@@ -33,6 +40,22 @@ from schemas.registry import Registry, SchemaVersion, default_registry
 MAGIC = b"\xc3\x01"
 _HEADER_SIZE = 10
 T = TypeVar("T")
+LEGACY_FINGERPRINT_METRIC = "brigade_avro_legacy_fingerprint_decodes"
+
+# Every codec of a process counts into one series per metrics registry (a registry refuses
+# a second counter of the same name), so the counters are shared through this cache.
+_LEGACY_COUNTERS: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
+
+
+def legacy_fingerprint_counter(metrics: CollectorRegistry) -> Counter:
+    """The counter of messages decoded through a big-endian (pre-specification) fingerprint."""
+    counter = _LEGACY_COUNTERS.get(metrics)
+    if counter is None:
+        counter = Counter(LEGACY_FINGERPRINT_METRIC,
+                          "Messages whose writer fingerprint was found only in the legacy big-endian order",
+                          ["schema"], registry=metrics)
+        _LEGACY_COUNTERS[metrics] = counter
+    return counter
 
 
 def camel(name: str) -> str:
@@ -125,8 +148,11 @@ def _marked(version: SchemaVersion) -> Any:
 class Codec:
     """Encodes records to single-object Avro and decodes them back into records."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, *, metrics: CollectorRegistry | None = None) -> None:
+        """Use ``registry`` (Brigade's schemas by default); count legacy headers in ``metrics``."""
         self._registry = registry or default_registry()
+        self._legacy = legacy_fingerprint_counter(metrics or CollectorRegistry())
+        self._legacy_readers: dict[bytes, _Reader] = {}  # by big-endian fingerprint bytes
         self._name_of = {cls: name for name, cls in RECORD_TYPES.items()}
         self._writers: dict[type, tuple[SchemaVersion, Any, _Shape]] = {}
         for name, cls in RECORD_TYPES.items():
@@ -201,18 +227,32 @@ class Codec:
         return self._name_of[record_type]
 
     def _reader_of(self, data: bytes) -> _Reader:
-        """The reader for ``data``'s writer schema, made and cached on first sight."""
+        """The reader for ``data``'s writer schema, made and cached on first sight.
+
+        Headers in the legacy byte order land here on every message (the fast path knows
+        only the specification's order), which is where they are counted.
+        """
         if len(data) < _HEADER_SIZE or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoding (bad magic or too short)", raw=data)
-        value = int.from_bytes(data[2:_HEADER_SIZE], "little")
-        writer = self._registry.by_fingerprint(value)
-        if writer is None:
-            raise DecodeError(f"unknown writer schema fingerprint {value:#018x}", raw=data)
+        header = data[2:_HEADER_SIZE]
+        reader = self._legacy_readers.get(header)
+        if reader is None:
+            value = int.from_bytes(header, "little")
+            writer = self._registry.by_fingerprint(value)
+            if writer is not None:
+                reader = self._readers[header] = self._new_reader(writer, data)
+                return reader
+            writer = self._registry.by_fingerprint(int.from_bytes(header, "big"))
+            if writer is None:
+                raise DecodeError(f"unknown writer schema fingerprint {value:#018x}", raw=data)
+            reader = self._legacy_readers[header] = self._new_reader(writer, data)
+        self._legacy.labels(reader.writer.full_name).inc()
+        return reader
+
+    def _new_reader(self, writer: SchemaVersion, data: bytes) -> _Reader:
         if writer.full_name not in RECORD_TYPES:
             raise DecodeError(f"{writer.full_name} is not a top-level record", raw=data)
         latest = self._registry.latest(writer.full_name)
         newest = latest.fingerprint == writer.fingerprint
-        reader = _Reader(writer, _marked(writer), None if newest else _marked(latest),
-                         _shape(RECORD_TYPES[writer.full_name]), _direct_reader(writer) if newest else None)
-        self._readers[data[2:_HEADER_SIZE]] = reader
-        return reader
+        return _Reader(writer, _marked(writer), None if newest else _marked(latest),
+                       _shape(RECORD_TYPES[writer.full_name]), _direct_reader(writer) if newest else None)

@@ -32,11 +32,17 @@ class SchemaVersion:
     raw: dict[str, Any]
     parsed: Any
     fingerprint: int
+    """CRC-64-AVRO of the Parsing Canonical Form, as an unsigned 64-bit number."""
 
     @property
     def fingerprint_bytes(self) -> bytes:
-        """The 8 bytes that follow the single-object magic: little-endian CRC-64-AVRO."""
+        """The 8 bytes that follow the single-object magic: the fingerprint, little-endian."""
         return struct.pack("<Q", self.fingerprint)
+
+    @property
+    def legacy_fingerprint_bytes(self) -> bytes:
+        """The fingerprint big-endian, as Brigade wrote it before it followed the specification."""
+        return struct.pack(">Q", self.fingerprint)
 
 
 class Registry:
@@ -96,5 +102,6 @@ def _load_file(path: Path) -> SchemaVersion:
     if full_name != match["name"]:
         raise SchemaError(f"{path.name}: file name does not match schema name {full_name!r}")
     canonical = to_parsing_canonical_form(parsed)
-    value = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
+    # fastavro gives the fingerprint as the hex of its little-endian bytes, not of the number.
+    value = int.from_bytes(bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")), "little")
     return SchemaVersion(full_name, int(match["version"]), raw, parsed, value)

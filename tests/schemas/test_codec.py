@@ -14,9 +14,10 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from brigade.errors import DecodeError, SchemaError
-from schemas.codec import MAGIC, Codec, _shape
+from schemas.codec import LEGACY_FINGERPRINT_METRIC, MAGIC, Codec, _shape
 from schemas.records import RECORD_TYPES, Envelope, JobCancelled, JobSpec, JobSucceeded, SubmitJob
 from schemas.registry import Registry, SchemaVersion, default_registry
 
@@ -45,9 +46,38 @@ def test_every_record_type_round_trips(name: str) -> None:
 def test_header_is_magic_and_little_endian_fingerprint() -> None:
     record = _sample_succeeded("x")
     encoded = codec.encode(record)
-    schema = default_registry().latest("brigade.events.JobSucceeded")
     assert encoded[:2] == MAGIC == b"\xc3\x01"
-    assert struct.unpack("<Q", encoded[2:10])[0] == schema.fingerprint
+    # SchemaNormalization.parsingFingerprint64 of JobSucceeded.v1 in Apache Avro Java 1.12.2
+    # (schema versions never change); tests/interop checks every schema against Java live.
+    assert struct.unpack("<Q", encoded[2:10])[0] == 0x9E6D82635EDBAD0F
+
+
+def test_legacy_big_endian_headers_still_decode_and_are_counted() -> None:
+    # Given two codecs of one process sharing its metrics registry, and a message whose
+    # fingerprint is in the byte order Brigade wrote before following the specification
+    metrics = CollectorRegistry()
+    readers = Codec(metrics=metrics), Codec(metrics=metrics)
+    record = _sample_succeeded("legacy")
+    spec_order = codec.encode(record)
+    legacy = spec_order[:2] + spec_order[2:10][::-1] + spec_order[10:]
+    # When both orders are decoded, the legacy one twice (the second from the cache)
+    for reader in readers:
+        assert reader.decode(spec_order) == record
+        assert reader.decode(legacy) == record
+    assert readers[0].decode(legacy) == record
+    # Then every legacy message, and only those, is counted once, by schema
+    labels = {"schema": "brigade.events.JobSucceeded"}
+    count = metrics.get_sample_value(f"{LEGACY_FINGERPRINT_METRIC}_total", labels)
+    assert count == 3
+    # and writers never use the legacy order
+    assert readers[1].encode(record) == spec_order != legacy
+
+
+def test_an_unknown_fingerprint_in_either_order_is_a_decode_error() -> None:
+    encoded = codec.encode(_sample_succeeded("x"))
+    unknown = encoded[:2] + bytes(8) + encoded[10:]
+    with pytest.raises(DecodeError, match="unknown writer schema fingerprint 0x0000000000000000"):
+        codec.decode(unknown)
 
 
 @given(
