@@ -40,7 +40,7 @@ class DelayTiers:
         self._metrics = metrics
         self._group = group or f"{settings.kafka.topic_prefix}-delay-tiers"
         self._tier_of = {topic: seconds for seconds, topic in self._topology.retry_tiers()}
-        self._codec = Codec()
+        self._codec = Codec(metrics=metrics.registry)
         self._held: dict[tuple[str, int], float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

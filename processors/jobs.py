@@ -82,7 +82,7 @@ class JobProcessor:
         self._metrics = metrics
         self._policy = policy or Policy.from_settings(settings)
         self._clock = clock
-        self._codec = Codec()
+        self._codec = Codec(metrics=metrics.registry)
         self._tiers = {tier_name(s): topic for s, topic in self._topology.retry_tiers()}
         self._lease_ms = int(settings.retry.lease_s * 1000)
         self.alarms: dict[bytes, tuple[float, str]] = {}

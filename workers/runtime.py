@@ -97,7 +97,7 @@ class WorkerRuntime:
         self.table = table
         self.worker_id = worker_id
         self.metrics = metrics
-        self.codec = Codec()
+        self.codec = Codec(metrics=metrics.registry)
         self.executors: dict[str, PoolExecutor] = {}
         self.lanes: dict[tuple[str, str], LaneRunner[Pending]] = {}
         self.callbacks: CallbackSender | None = None
