@@ -1,10 +1,20 @@
-"""The HTTP protocol ``brigade api`` serves with: uvicorn's httptools parser, TCP_NODELAY always.
+"""The HTTP protocol Brigade serves with: uvicorn's httptools parser, TCP_NODELAY always, and
+upgrade offers it does not take served as plain HTTP/1.1. ``brigade api`` and ``brigade
+model-server`` both run it.
 
 asyncio sets TCP_NODELAY only on sockets whose ``proto`` is ``IPPROTO_TCP``; the listening
 socket uvicorn binds for several workers has ``proto`` 0, so accepted connections kept
 Nagle's algorithm and, with the client's delayed ACK, every keep-alive response waited
 ~40 ms for its last segment (measured: two workers answered 300 requests/s at 50 ms p50).
 uvloop's transports did not show the delay; this makes it hold on every loop and socket path.
+
+Clients such as Java's ``HttpClient`` (by default) and ``curl --http2`` offer cleartext HTTP/2
+on their first request (``Connection: Upgrade, HTTP2-Settings``, ``Upgrade: h2c``). httptools
+then skips the body and stops at the end of the head, and uvicorn, which only takes WebSocket
+upgrades, started the request with an empty body: a valid ``POST /v1/jobs`` was answered
+``400 malformed_json``. A server may ignore an upgrade offer (RFC 9110, section 7.8), so a
+declined offer's head is parsed again without the ``upgrade`` connection option, and the
+request, its body and any request after it are read as HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import contextlib
 import socket
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HTTP_PROTOCOL = "ingress.server:NoDelayHttpToolsProtocol"  # uvicorn's ``http=`` option
@@ -65,8 +76,73 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with TCP_NODELAY and one send per response."""
+class DecliningUpgradeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, serving requests that offer an upgrade it does not take.
+
+    WebSocket upgrades (when a WebSocket library is installed) are still handed over as before.
+    """
+
+    _declined = False  # the current request offered an upgrade that is not taken
+
+    def on_headers_complete(self) -> None:
+        """Start the request, unless its upgrade offer is declined: it is started on the replay."""
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            self._declined = True
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Body bytes of the current request (none arrive for a declined offer's first parse)."""
+        if not self._declined:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        """End of the current request (ignored on a declined offer's first parse)."""
+        if not self._declined:
+            super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; on a declined upgrade offer, read the request again as HTTP/1.1."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._declined:
+                self._replay_without_upgrade(data[upgrade.args[0]:])
+            elif self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _replay_without_upgrade(self, rest: bytes) -> None:
+        # The head has been parsed once (its callbacks filled self.url and self.headers); a new
+        # parser reads it again without the upgrade option, followed by the bytes after it.
+        version = self.parser.get_http_version()
+        method = self.parser.get_method()
+        lines = [method, b" ", self.url, b" HTTP/", version.encode("ascii"), b"\r\n"]
+        for name, value in self.headers:
+            if name == b"connection":
+                value = _without_upgrade(value)
+                if not value:
+                    continue
+            lines += [name, b": ", value, b"\r\n"]
+        lines.append(b"\r\n")
+        self._declined = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.data_received(b"".join(lines) + rest)
+
+
+def _without_upgrade(connection: bytes) -> bytes:
+    options = [option.strip() for option in connection.split(b",")]
+    return b", ".join(option for option in options if option and option.lower() != b"upgrade")
+
+
+class NoDelayHttpToolsProtocol(DecliningUpgradeProtocol):
+    """The HTTP protocol with TCP_NODELAY and one send per response."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         set_nodelay(transport)

@@ -53,6 +53,8 @@ def model_server(
     """
     import uvicorn
 
+    from ingress.server import HTTP_PROTOCOL  # the API's protocol: clients offering h2c are served
+
     if emulate:
         from workers.emulator import create_emulator_app
 
@@ -79,4 +81,4 @@ def model_server(
         from workers.server import builtin_app
 
         app = builtin_app(threads=threads, max_batch_size=max_batch_size)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5, http=HTTP_PROTOCOL)
