@@ -95,14 +95,14 @@ def test_we_decode_every_message_java_writes(answer: dict[str, Any], samples: Sa
 
 def test_a_cancel_built_by_java_from_json_decodes(avro_java: AvroJava) -> None:
     job_id = str(uuid.uuid4())
-    datum = _cancel_json(job_id, "acme")
+    datum = cancel_json(job_id, "acme")
     request = {"id": "c", "schema": "brigade.commands.CancelJob", "json": datum}
     [item] = avro_java.run(encode_json=[request])["encoded"]
     cancel = codec.decode(bytes.fromhex(item["hex"]))
     assert (cancel.job_id, cancel.tenant_id, cancel.reason) == (job_id, "acme", "from java")
 
 
-def _cancel_json(job_id: str, tenant_id: str) -> str:
+def cancel_json(job_id: str, tenant_id: str) -> str:
     """A CancelJob in Avro's JSON encoding, as a Java client would build it."""
     micros = int(datetime.now(UTC).timestamp() * 1_000_000)
     return json.dumps({"commandId": str(uuid.uuid4()), "jobId": job_id, "tenantId": tenant_id,
