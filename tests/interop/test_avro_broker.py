@@ -3,6 +3,7 @@ a cancel written by Java's ``BinaryMessageEncoder`` cancels a job through the re
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -51,14 +52,14 @@ def _read_raw(stack: Stack, topic: str) -> list[bytes]:
         pending = {p: end for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in pending])
         values: list[bytes] = []
-        deadline = datetime.now(UTC).timestamp() + 60
+        deadline = time.monotonic() + 60
         while pending:
-            assert datetime.now(UTC).timestamp() < deadline, f"{topic} not read to its end"
+            assert time.monotonic() < deadline, f"{topic} not read to its end"
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
             values.append(message.value() or b"")
-            if message.offset() + 1 >= pending.get(message.partition(), 0):
+            if (message.offset() or 0) + 1 >= pending.get(message.partition() or 0, 0):
                 pending.pop(message.partition(), None)
         return values
     finally:
