@@ -3,13 +3,15 @@
 Items are published together (the producer batches them) and the request waits for every
 ack at once, which is what makes a batch far cheaper per job than single submissions. An
 ``Idempotency-Key`` header on the batch gives item ``i`` the key ``<header>/<i>`` unless the
-item has its own, so retrying a whole batch is safe. Conflicts are detected against this
-process's recent jobs only (the read model is not asked per item); the processor's
-``JobRejected`` is the backstop for older ones.
+item has its own, so retrying a whole batch is safe. Each item goes through the same
+admission as a single submission (``Ingress.admit``: single-flight per job id, this process's
+recent jobs, then the read model for keyed items, shedding), so a repeat or a conflict gets
+the same answer either way.
 """
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,12 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ingress.admission import offload
 from ingress.commands import PreparedJob, field_errors
 from ingress.errors import ApiError
 from ingress.http import charge_jobs, parse_body, status_url
 from ingress.middleware import tenant_of
 from ingress.models import BatchAccepted, BatchItemResult, BatchRequest, ErrorDetail, JobRequest
-from ingress.objectstore import write_bytes
 from ingress.service import Ingress
 from ingress.tenants import Tenant
 
@@ -74,37 +76,36 @@ def _fail(item: _Item, error: ApiError) -> None:
     item.job = None
 
 
-def _admit(
-    ingress: Ingress, tenant: Tenant, item: _Item, request: JobRequest, seen: dict[str, str], now: datetime
-) -> None:
+def _prepare(ingress: Ingress, tenant: Tenant, item: _Item, request: JobRequest, now: datetime) -> None:
     try:
-        job = ingress.prepare(tenant, request, request.idempotencyKey, now=now)
+        item.job = ingress.prepare(tenant, request, request.idempotencyKey, now=now)
     except ApiError as error:
         _fail(item, error)
-        return
-    item.job = job
-    known = ingress.recent.get(job.job_id)
-    earlier = seen.get(job.job_id) or (
-        known.payload_hash if known and known.tenant_id == tenant.tenant_id else None
-    )
-    if earlier is not None:
-        if earlier != job.payload_hash:
-            _fail(item, ApiError(409, "idempotency_conflict", "key already used with a different payload"))
-        else:
-            item.result = BatchItemResult(index=item.index, status=200, jobId=job.job_id, duplicate=True)
+
+
+async def _admit(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
+    """``Ingress.admit`` for each prepared item, in order; a later repeat sees the earlier item."""
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.job is None:
+            continue
+        try:
+            repeat = await ingress.admit(tenant, item.job, batch=seen)
+        except ApiError as error:
+            _fail(item, error)
+            continue
+        if repeat is not None:
+            item.result = BatchItemResult(index=item.index, status=200, jobId=repeat.job_id, duplicate=True)
             item.job = None
-        return
-    seen[job.job_id] = job.payload_hash
-    refusal = ingress.shed(job.spec.priority)
-    if refusal is not None:
-        _fail(item, refusal)
+        else:
+            seen[item.job.job_id] = item.job.payload_hash
 
 
 async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
     jobs = [item for item in items if item.job is not None]
-    offloads = [(i.job.spec.payload_ref, i.job.offload) for i in jobs if i.job and i.job.offload]
-    for url, data in offloads:
-        await run_in_threadpool(write_bytes, url, data)  # type: ignore[arg-type]
+    for item in jobs:
+        if item.job is not None and item.job.offload is not None:
+            await run_in_threadpool(offload, item.job)
     assert ingress.publisher is not None, "the lifespan attaches the publisher"
     outcomes = await ingress.publisher.publish_many_async(
         [(i.job.command(), i.job.job_id) for i in jobs if i.job], timeout_s=ingress.produce_timeout_s
@@ -117,7 +118,17 @@ async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None
         else:
             stored.append(item.job)
             item.result = BatchItemResult(index=item.index, status=202, jobId=item.job.job_id)
-    ingress.remember_many(tenant, stored)
+    ingress.remember(tenant, stored)
+
+
+async def _admit_and_publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
+    """Hold every item's single-flight lock (sorted, so two batches cannot deadlock) while admitting."""
+    ids = sorted({item.job.job_id for item in items if item.job is not None})
+    async with AsyncExitStack() as held:
+        for job_id in ids:
+            await held.enter_async_context(ingress.flights.hold(job_id))
+        await _admit(ingress, tenant, items)
+        await _publish(ingress, tenant, items)
 
 
 async def submit_batch(request: Request, ingress: Ingress) -> Response:
@@ -127,13 +138,12 @@ async def submit_batch(request: Request, ingress: Ingress) -> Response:
     prefix = request.headers.get("idempotency-key") or None
     validated = _validate_all(batch.jobs, prefix)
     charge_jobs(ingress, request, sum(1 for req, _ in validated if req is not None))
-    seen: dict[str, str] = {}
     now = datetime.now(UTC)  # one arrival time for the whole batch
     for job_request, item in validated:
         if job_request is not None:
-            _admit(ingress, tenant, item, job_request, seen, now)
+            _prepare(ingress, tenant, item, job_request, now)
     items = [item for _, item in validated]
-    await _publish(ingress, tenant, items)
+    await _admit_and_publish(ingress, tenant, items)
     results = [item.result for item in items if item.result is not None]
     assert len(results) == len(items), "every item is answered"
     base = status_url(request, "")

@@ -35,10 +35,9 @@ from brigade.errors import KafkaError
 from brigade.kafka.clients import producer_config
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
+from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
 from ingress.commands import JobValidationError, PreparedJob, cancel_command, parse_request, prepare
-from ingress.idempotency import Accepted, RecentJobs
 from ingress.models import FieldError, JobRequest
-from ingress.objectstore import write_bytes
 from schemas.codec import Codec
 from schemas.records import CancelJob, SubmitJob
 
@@ -74,7 +73,7 @@ class JobConflict(JobValidationError):
                 FieldError(
                     loc=["idempotencyKey"],
                     field="idempotencyKey",
-                    msg="key already used with a different payload",
+                    msg=CONFLICT_MESSAGE,
                     type="conflict",
                 )
             ]
@@ -289,7 +288,7 @@ class JobProducer:
         self._allow_private = allow_private_callbacks
         self._owns_publisher = publisher is None
         self._publisher = publisher or CommandPublisher(settings=settings)
-        self._recent = RecentJobs(capacity=remember)
+        self._ledger = Ledger(capacity=remember)
 
     def prepare(
         self, request: JobRequest | Mapping[str, Any], *, idempotency_key: str | None = None
@@ -307,24 +306,16 @@ class JobProducer:
             idempotency_key=idempotency_key,
             allow_private_callbacks=self._allow_private,
         )
-        known = self._recent.get(job.job_id)
-        if known is not None and known.payload_hash != job.payload_hash:
-            raise JobConflict(job.job_id)
+        try:
+            is_repeat(job, self._ledger.known(self._tenant_id, job.job_id))
+        except IdempotencyConflict as exc:
+            raise JobConflict(job.job_id) from exc
         return job
 
     def _send(self, job: PreparedJob) -> Future[Receipt]:
-        if job.offload is not None and job.spec.payload_ref is not None:
-            write_bytes(job.spec.payload_ref, job.offload)
+        offload(job)
         delivery = self._publisher.publish_blocking(job.command(), key=job.job_id)
-        self._recent.remember(
-            Accepted(
-                job_id=job.job_id,
-                tenant_id=self._tenant_id,
-                payload_hash=job.payload_hash,
-                priority=job.spec.priority,
-                created_at=job.spec.created_at,
-            )
-        )
+        self._ledger.remember(self._tenant_id, [job])
         return _map_future(
             delivery, lambda d: Receipt(job_id=job.job_id, payload_sha256=job.payload_hash, delivery=d)
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,13 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from brigade.errors import KafkaError
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
+from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
 from ingress.backpressure import LagMonitor
 from ingress.commands import JobValidationError, PreparedJob, cancel_command, prepare
 from ingress.errors import ApiError, not_found
-from ingress.idempotency import Accepted, RecentJobs, SingleFlight
+from ingress.idempotency import SingleFlight
 from ingress.metrics import ApiMetrics
 from ingress.models import JobRequest
-from ingress.objectstore import read_bytes, write_bytes
+from ingress.objectstore import read_bytes
 from ingress.producer import CommandPublisher
 from ingress.ratelimit import RateLimiter
 from ingress.tenants import Tenant
@@ -58,7 +60,7 @@ class Ingress:
         self.publisher: CommandPublisher | None = None
         self.lag: LagMonitor | None = None
         self.limiter = RateLimiter()
-        self.recent = RecentJobs()
+        self.ledger = Ledger()
         self.flights = SingleFlight()
         self.produce_timeout_s = 15.0
 
@@ -101,19 +103,47 @@ class Ingress:
     async def submit(self, tenant: Tenant, job: PreparedJob, *, consult_read_model: bool = True) -> Submitted:
         """Publish ``job`` once; a repeat answers the existing job, a changed payload 409s."""
         async with self.flights.hold(job.job_id):
-            known = await self._known_hash(tenant, job, consult_read_model)
-            if known is not None:
-                return self._repeat(tenant, job, known)
-            refusal = self.shed(job.spec.priority)
-            if refusal is not None:
-                raise refusal
+            repeat = await self.admit(tenant, job, consult_read_model=consult_read_model)
+            if repeat is not None:
+                return repeat
             await self.publish(tenant, job)
             return Submitted(job_id=job.job_id, status="queued", duplicate=False)
 
-    async def _known_hash(self, tenant: Tenant, job: PreparedJob, consult: bool) -> tuple[str, str] | None:
-        recent = self.recent.get(job.job_id)
-        if recent is not None and recent.tenant_id == tenant.tenant_id:
-            return recent.payload_hash, "queued"
+    async def admit(
+        self,
+        tenant: Tenant,
+        job: PreparedJob,
+        *,
+        consult_read_model: bool = True,
+        batch: Mapping[str, str] | None = None,
+    ) -> Submitted | None:
+        """The admission rules, under the caller's single-flight hold of ``job.job_id``.
+
+        Returns the answer for a repeat, or None when ``job`` is new and may be published;
+        ``batch`` maps job ids earlier in the same request to their payload hashes.
+
+        Raises:
+            ApiError: 409 for a key reused with another payload, 503 when shed.
+        """
+        known = await self._known_hash(tenant, job, consult_read_model, batch)
+        try:
+            repeat = is_repeat(job, known[0] if known else None)
+        except IdempotencyConflict as exc:
+            raise ApiError(409, "idempotency_conflict", CONFLICT_MESSAGE, job_id=job.job_id) from exc
+        if repeat and known is not None:
+            self.metrics.duplicates.labels(tenant.tenant_id).inc()
+            return Submitted(job_id=job.job_id, status=known[1], duplicate=True)
+        refusal = self.shed(job.spec.priority)
+        if refusal is not None:
+            raise refusal
+        return None
+
+    async def _known_hash(
+        self, tenant: Tenant, job: PreparedJob, consult: bool, batch: Mapping[str, str] | None
+    ) -> tuple[str, str] | None:
+        recent = self.ledger.known(tenant.tenant_id, job.job_id, batch=batch)
+        if recent is not None:
+            return recent, "queued"
         # Without a key the id is the payload hash, so an older job cannot conflict: the
         # processor dedupes it, and the read model need not be asked.
         if not consult or self.read_model is None or job.spec.idempotency_key is None:
@@ -130,23 +160,11 @@ class Ingress:
                 return found
         return None
 
-    def _repeat(self, tenant: Tenant, job: PreparedJob, known: tuple[str, str]) -> Submitted:
-        payload_hash, status = known
-        if payload_hash != job.payload_hash:
-            raise ApiError(
-                409,
-                "idempotency_conflict",
-                "this idempotency key was already used with a different payload",
-                job_id=job.job_id,
-            )
-        self.metrics.duplicates.labels(tenant.tenant_id).inc()
-        return Submitted(job_id=job.job_id, status=status, duplicate=True)
-
     async def publish(self, tenant: Tenant, job: PreparedJob) -> None:
         """Offload an oversize input, produce the command, wait for the durable ack."""
         assert self.publisher is not None, "the lifespan attaches the publisher"
-        if job.offload is not None and job.spec.payload_ref is not None:
-            await run_in_threadpool(write_bytes, job.spec.payload_ref, job.offload)
+        if job.offload is not None:
+            await run_in_threadpool(offload, job)
         started = time.perf_counter()
         try:
             await self.publisher.publish_async(
@@ -157,28 +175,11 @@ class Ingress:
                 503, "broker_unavailable", f"the job could not be stored: {exc}", headers={"Retry-After": "5"}
             ) from exc
         self.metrics.produce_seconds.observe(time.perf_counter() - started)
-        self.remember(tenant, job)
+        self.remember(tenant, [job])
 
-    def remember(self, tenant: Tenant, job: PreparedJob) -> None:
-        """Record an accepted job (for idempotency and read-your-writes)."""
-        self.remember_many(tenant, [job])
-
-    def remember_many(self, tenant: Tenant, jobs: list[PreparedJob]) -> None:
-        """Record accepted jobs; the metric moves once per priority, not once per job."""
-        counts: dict[str, int] = {}
-        for job in jobs:
-            spec = job.spec
-            self.recent.remember(
-                Accepted(
-                    job_id=spec.job_id,
-                    tenant_id=tenant.tenant_id,
-                    payload_hash=spec.payload_sha256,
-                    priority=spec.priority,
-                    created_at=spec.created_at,
-                )
-            )
-            counts[spec.priority] = counts.get(spec.priority, 0) + 1
-        for priority, count in counts.items():
+    def remember(self, tenant: Tenant, jobs: list[PreparedJob]) -> None:
+        """Record accepted jobs (idempotency, read-your-writes); the metric moves once per priority."""
+        for priority, count in self.ledger.remember(tenant.tenant_id, jobs).items():
             self.metrics.accepted.labels(tenant.tenant_id, priority).inc(count)
 
     # ---- reads ------------------------------------------------------------------------
@@ -189,8 +190,8 @@ class Ingress:
             status = await run_in_threadpool(self.read_model.job, tenant_id, job_id)
             if status is not None:
                 return status
-        recent = self.recent.get(job_id)
-        if recent is None or recent.tenant_id != tenant_id:
+        recent = self.ledger.get(tenant_id, job_id)
+        if recent is None:
             return None
         return JobStatus(
             job_id=job_id,

@@ -105,3 +105,28 @@ def test_conflict_is_detected_from_the_read_model_after_a_restart(api: Api, star
         same = http.post("/v1/jobs", json={"input": "v1"}, headers={"Idempotency-Key": "old"})
     assert conflict.status_code == 409
     assert same.status_code == 200 and same.json()["jobId"] == job_id
+
+
+def test_batch_items_get_the_same_admission_as_single_jobs(api: Api, start_api: object) -> None:
+    # Given a keyed job known only to the projection (a fresh API process has no memory of it),
+    with api.client() as http:
+        job_id = http.post("/v1/jobs", json={"input": "v1"}, headers={"Idempotency-Key": "K"}).json()["jobId"]
+    api.processor.submitted(_spec(api, job_id))
+    with api.client() as http:
+        wait_until(lambda: http.get(f"/v1/jobs/{job_id}/events").json()["events"])
+    fresh = start_api()  # type: ignore[operator]
+    with fresh.client() as http:
+        # when a batch reuses the key, the read model is asked as for a single submission,
+        items = [
+            {"input": "v2", "idempotencyKey": "K"},
+            {"input": "v1", "idempotencyKey": "K"},
+            {"input": "new"},
+            {"input": "new"},
+        ]
+        answer = http.post("/v1/jobs:batch", json={"jobs": items}).json()
+        single = http.post("/v1/jobs", json={"input": "v2"}, headers={"Idempotency-Key": "K"}).json()
+    # then the conflict is a 409 with the single route's message, and repeats are duplicates.
+    conflict, same, new, again = answer["results"]
+    assert conflict["status"] == 409 and conflict["error"] == single["error"]
+    assert same["status"] == 200 and same["duplicate"] and same["jobId"] == job_id
+    assert new["status"] == 202 and again["status"] == 200 and again["jobId"] == new["jobId"]
