@@ -23,10 +23,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from brigade.settings import Settings
+from brigade.status import TERMINAL
 from ingress.client import ApiRequestError, Client
 from ingress.producer import JobProducer
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
 SENTENCES = [
     "A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today.",
     "Kafka keeps the log.", "ClickHouse answers analytics.", "Batching decides cost.",

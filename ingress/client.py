@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 
 from brigade.errors import BrigadeError
-
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+from brigade.status import TERMINAL
 
 
 class ApiRequestError(BrigadeError):

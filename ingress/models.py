@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from brigade.status import Status
+
 Priority = Literal["interactive", "batch"]
-PublicState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 MAX_BATCH_ITEMS = 1000
 MAX_METADATA_ITEMS = 32
@@ -85,7 +86,7 @@ class JobAccepted(BaseModel):
     """The answer to a submission: where to look for the job."""
 
     jobId: str
-    status: PublicState
+    status: Status
     statusUrl: str
     duplicate: bool = False
     output: Any | None = None
@@ -139,7 +140,7 @@ class JobStatusBody(BaseModel):
     """``GET /v1/jobs/{jobId}``."""
 
     jobId: str
-    status: PublicState
+    status: Status
     attempts: int
     createdAt: datetime
     updatedAt: datetime
@@ -186,7 +187,7 @@ class CancelAccepted(BaseModel):
     """The cancellation was recorded; the job processor decides when it takes effect."""
 
     jobId: str
-    status: PublicState
+    status: Status
     cancelRequested: bool = True
 
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from brigade.errors import KafkaError
+from brigade.status import TERMINAL
 from ingress.admin import ADMIN_CLICKHOUSE_PATH, admin_clickhouse
 from ingress.batch import submit_batch
 from ingress.errors import ApiError
@@ -35,7 +36,7 @@ from ingress.models import (
     JobResultBody,
     JobStatusBody,
 )
-from ingress.service import TERMINAL, Ingress
+from ingress.service import Ingress
 from projections.readmodel import JobStatus
 
 _JSON = "application/json"

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from brigade.errors import KafkaError
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
+from brigade.status import TERMINAL
 from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
 from ingress.backpressure import LagMonitor
 from ingress.commands import JobValidationError, PreparedJob, cancel_command, prepare
@@ -31,7 +32,6 @@ from ingress.ratelimit import RateLimiter
 from ingress.tenants import Tenant
 from projections.readmodel import JobEventView, JobStatus, ReadModel
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _SHED_RETRY_AFTER = {"soft": "5", "hard": "10"}
 _WAIT_POLL_S = 0.05
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from brigade.errors import BrigadeError
+from brigade.status import TERMINAL, Status
 from schemas.records import (
     JobCallbackAttempted,
     JobCancelled,
@@ -35,9 +36,7 @@ from schemas.records import (
     LifecycleEvent,
 )
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Phase = Literal["new", "dispatched", "running", "retry_wait", "done"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 MAX_ERRORS = 20  # error history kept per job; older entries are dropped
 
 

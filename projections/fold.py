@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brigade.errors import Skip
+from brigade.status import Status
 from processors.lifecycle import Job, apply, apply_owned
-from projections.readmodel import JobState
 from schemas import records as r
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,7 +35,7 @@ class Tracked:
     error_class: str = ""
 
     @property
-    def status(self) -> JobState:
+    def status(self) -> Status:
         """The job's public state."""
         return self.job.status
 

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from brigade.errors import ProjectionError
-from projections.readmodel import JobEventView, JobPage, JobState, JobStatus, TenantStats
+from brigade.status import Status
+from projections.readmodel import JobEventView, JobPage, JobStatus, TenantStats
 from projections.rows import detail
 from projections.types import ClickHouse
 from schemas.codec import Codec
@@ -64,7 +65,7 @@ class ClickHouseReadModel:
         self,
         tenant_id: str,
         *,
-        status: JobState | None = None,
+        status: Status | None = None,
         pool: str | None = None,
         since: datetime | None = None,
         limit: int = 50,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from brigade.status import Status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,7 +19,7 @@ class JobStatus:
 
     job_id: str
     tenant_id: str
-    status: JobState
+    status: Status
     attempts: int
     created_at: datetime
     updated_at: datetime
@@ -83,7 +83,7 @@ class ReadModel(Protocol):
         self,
         tenant_id: str,
         *,
-        status: JobState | None = None,
+        status: Status | None = None,
         pool: str | None = None,
         since: datetime | None = None,
         limit: int = 50,

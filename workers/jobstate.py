@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from brigade.status import TERMINAL
 from schemas.records import (
     JobCallbackAttempted,
     JobCancelled,
@@ -26,8 +27,6 @@ from schemas.records import (
     JobSucceeded,
     WorkItem,
 )
-
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True, kw_only=True)

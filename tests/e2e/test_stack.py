@@ -23,11 +23,12 @@ import pytest
 from brigade.net import free_port
 from brigade.settings import Settings
 from brigade.stack import stack_settings
+from brigade.status import TERMINAL
 from ingress.client import ApiRequestError, Client
 from ingress.producer import JobProducer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-TERMINAL = {"succeeded", "failed", "cancelled"}
+
 EMULATED = "emulated-minilm"
 
 

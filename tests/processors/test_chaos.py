@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from processors.lifecycle import TERMINAL, fold
+from brigade.status import TERMINAL
+from processors.lifecycle import fold
 from schemas.records import JobSucceeded, LifecycleEvent, WorkItem, WorkOutcome
 from tests.processors.conftest import Stack, processor_settings
 from tests.processors.harness import scripted_worker, wait_for
