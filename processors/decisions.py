@@ -17,6 +17,7 @@ from typing import Any
 from brigade.ids import event_id
 from brigade.kafka.topology import tier_name
 from brigade.settings import RetrySettings, Settings
+from brigade.status import ErrorClass
 from processors.lifecycle import IllegalTransition, Job, apply
 from processors.retry import plan_retry
 from processors.routing import NoRoute, Route, Router
@@ -148,7 +149,7 @@ def _submit(state: Job | None, cmd: SubmitJob, policy: Policy, now: datetime) ->
     em = _Emitter(None, spec.job_id, spec.tenant_id, now, cmd.traceparent)
     job = em.emit(JobSubmitted, "submitted", spec=spec)
     if _deadline_passed(job, now):
-        _fail(em, job, "deadline_exceeded", "deadline")
+        _fail(em, job, "deadline_exceeded", ErrorClass.DEADLINE)
         return em.decision()
     try:
         target = policy.router.route(spec)
@@ -226,15 +227,15 @@ def _callback(state: Job, o: WorkOutcome, now: datetime) -> Decision:
 
 
 def _failure(em: _Emitter, job: Job, o: WorkOutcome, policy: Policy, now: datetime) -> None:
-    error_class = o.error_class or ("skipped" if o.kind == "skipped" else "transient")
+    error_class = o.error_class or (ErrorClass.SKIPPED if o.kind == "skipped" else ErrorClass.TRANSIENT)
     error = f"{error_class}: {o.error or o.kind}"
-    if error_class == "cancelled":
+    if error_class == ErrorClass.CANCELLED:
         em.emit(JobCancelled, "cancelled", reason=f"worker cancelled the attempt: {o.error or ''}")
         return
-    if error_class == "permanent":
+    if error_class == ErrorClass.PERMANENT:
         _fail(em, job, error, error_class)
         return
-    if error_class == "circuit_open" and job.lane == "interactive" and job.pool is not None:
+    if error_class == ErrorClass.CIRCUIT_OPEN and job.lane == "interactive" and job.pool is not None:
         fallback = policy.router.fallback(job.pool, job.lane)
         if fallback is not None:
             _queue(em, fallback, job.attempt + 1, "fallback")
@@ -251,7 +252,7 @@ def _retry_or_exhaust(em: _Emitter, job: Job, error: str, error_class: str,
                       retry_after_ms=retry_after_ms, policy=policy.retry)
     deadline = job.spec.deadline if job.spec is not None else None
     if deadline is not None and plan.due_at >= deadline:
-        _fail(em, job, "deadline_exceeded", "deadline")
+        _fail(em, job, "deadline_exceeded", ErrorClass.DEADLINE)
         return
     em.emit(JobRetryScheduled, "retry_scheduled", job.attempt, attempt=job.attempt + 1,
             delay_ms=round(plan.delay_s * 1000), reason=error, due_at=plan.due_at,
@@ -319,7 +320,7 @@ def _check(state: Job, policy: Policy, now: datetime) -> Decision:
     elif job.counted_attempts >= _max_attempts(job, policy):
         _exhaust(em, job, f"lease_expired: worker {state.worker}", "lease_expired")
     elif _deadline_passed(job, now):
-        _fail(em, job, "deadline_exceeded", "deadline")
+        _fail(em, job, "deadline_exceeded", ErrorClass.DEADLINE)
     else:
         _queue(em, _same_route(job), job.attempt + 1, "lease_expired")
     return em.decision()

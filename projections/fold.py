@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brigade.errors import Skip
-from brigade.status import Status
+from brigade.status import ErrorClass, Status
 from processors.lifecycle import Job, apply, apply_owned
 from schemas import records as r
 
@@ -225,8 +225,13 @@ def _rejected(tracked: Tracked, event: r.JobRejected) -> Measures:
 
 
 def is_rate_limited(error_class: str, reason: str) -> bool:
-    """Whether a failure was the model service answering 429 (the one place that decides)."""
-    return error_class == "RateLimited" or "429" in reason
+    """Whether a failure was the model service answering 429 (the one place that decides).
+
+    The class is the event's ``error_class`` where it has one, else the processor's reason
+    (``"rate_limited: ..."``); "429" in the reason covers events written before the class.
+    """
+    limited = ErrorClass.RATE_LIMITED
+    return error_class == limited or ErrorClass.of_reason(reason) is limited or "429" in reason
 
 
 _MEASURES: dict[type, _Measure] = {

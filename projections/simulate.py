@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from brigade.ids import event_id
+from brigade.status import ErrorClass
 from schemas import records as r
 
 Path = Literal["succeeded", "retried", "rate_limited", "dead_lettered", "cancelled"]
@@ -79,7 +80,7 @@ def _ending(s: _Script, attempt: int, model: str, path: Path) -> list[r.Lifecycl
     if path == "dead_lettered":
         failed = r.JobFailed(envelope=s.envelope("failed", attempt, s.rng.uniform(10, 100)),
                              attempt=attempt, reason="max_attempts_exhausted: bad input",
-                             error_class="Permanent", terminal=True)
+                             error_class=ErrorClass.PERMANENT, terminal=True)
         dead = r.JobDeadLettered(envelope=s.envelope("dead_lettered", attempt), attempts=attempt,
                                  reason="max_attempts_exhausted", errors=["timeout", "bad input"])
         return [failed, dead]

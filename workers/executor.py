@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from brigade.errors import ModelError, Permanent, RateLimited, Transient
 from brigade.ids import canonical_json, event_id
 from brigade.settings import PoolSettings
+from brigade.status import ErrorClass
 from schemas.records import OutcomeKind, WorkItem, WorkOutcome
 from workers.breaker import CircuitBreaker, CircuitRecord, Transition, circuit_record
 from workers.jobstate import JobView, skip_reason
@@ -50,13 +51,13 @@ class Publisher(Protocol):
 Lookup = Callable[[str], JobView | None]
 
 
-def error_class(error: BaseException) -> str:
+def error_class(error: BaseException) -> ErrorClass:
     """The outcome's ``error_class`` for a model error."""
     if isinstance(error, RateLimited):
-        return "rate_limited"
+        return ErrorClass.RATE_LIMITED
     if isinstance(error, Permanent):
-        return "permanent"
-    return "transient"
+        return ErrorClass.PERMANENT
+    return ErrorClass.TRANSIENT
 
 
 def batch_id(items: Sequence[WorkItem]) -> str:
@@ -199,7 +200,9 @@ class PoolExecutor:
             return self._failed(item, answer)
         view = self.lookup(item.spec.job_id)
         if view is not None and (view.cancel_requested or view.status == "cancelled"):
-            return self._outcome(item, "failed", error_class="cancelled", error="cancelled while running")
+            return self._outcome(
+                item, "failed", error_class=ErrorClass.CANCELLED, error="cancelled while running"
+            )
         try:
             text = canonical_json(self.pipeline.run(answer.output))
             stored = await self.results.put(item.spec.job_id, text)
@@ -241,7 +244,7 @@ class PoolExecutor:
         else:
             message = f"circuit open for {self.name}/{self.pool.model}; delay through the retry tiers"
         retry_ms = max(1, int(retry_in * 1000))
-        fields = {"error_class": "circuit_open", "error": message, "retry_after_ms": retry_ms}
+        fields = {"error_class": ErrorClass.CIRCUIT_OPEN, "error": message, "retry_after_ms": retry_ms}
         return {i: self._outcome(items[i], "failed", **fields) for i in indexes}
 
     def _failed(self, item: WorkItem, error: ModelError) -> WorkOutcome:
