@@ -97,6 +97,17 @@ class RouteRule(BaseModel):
     batchable: bool | None = None
 
 
+RETRY_TIER_NAMES = {1.0: "1s", 5.0: "5s", 30.0: "30s", 120.0: "2m", 600.0: "10m"}
+
+
+def tier_name(seconds: float) -> str:
+    """The name of a retry tier (``1s``, ``2m``...): its topic suffix and its events' ``tier``."""
+    known = RETRY_TIER_NAMES.get(seconds)
+    if known is not None:
+        return known
+    return f"{int(seconds // 60)}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
+
+
 class RetrySettings(BaseModel):
     """Backoff policy for retries through the delay tiers."""
 

@@ -13,9 +13,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from ingress.admin import Operator, ensure_operator_token
-from ingress.backpressure import LagMonitor, processor_group
+from ingress.backpressure import LagMonitor
 from ingress.errors import ApiError
 from ingress.metrics import ApiMetrics
 from ingress.middleware import Authenticate, BodyLimit, ErrorBoundary, MetricsMiddleware
@@ -89,7 +90,9 @@ def create_app(
             )
             stack.callback(ingress.publisher.close, 10.0)
             ingress.lag = LagMonitor(
-                settings=settings, group=lag_group or processor_group(settings), interval_s=lag_interval_s
+                settings=settings,
+                group=lag_group or Topology(settings).processor_group,
+                interval_s=lag_interval_s,
             )
             ingress.lag.start()
             stack.callback(ingress.lag.stop)

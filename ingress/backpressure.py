@@ -7,7 +7,6 @@ background thread (offset fetches are blocking calls), so a request only reads a
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from typing import Literal
@@ -21,23 +20,6 @@ from brigade.settings import Settings
 Level = Literal["ok", "soft", "hard"]
 log = logging.getLogger(__name__)
 _OFFSET_INVALID = -1001
-
-
-def processor_group(settings: Settings) -> str:
-    """The job processor's consumer group id (its Faust app id).
-
-    Asked of ``processors.app`` (``consumer_group(settings)`` or ``app_id(settings)``) when
-    that module offers it; otherwise the convention ``<topic prefix>-processor``.
-    """
-    try:
-        module = importlib.import_module("processors.app")
-    except ImportError:
-        module = None
-    for name in ("consumer_group", "app_id", "processor_group"):
-        fn = getattr(module, name, None)
-        if callable(fn):
-            return str(fn(settings))
-    return f"{settings.kafka.topic_prefix}-processor"
 
 
 class LagMonitor:

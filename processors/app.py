@@ -16,7 +16,7 @@ from typing import Any
 import faust
 import mode
 
-from brigade.kafka.topology import Topology
+from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
 from processors.delay import DelayTiers
 from processors.jobs import Incoming, JobProcessor
@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
     datadir = settings.path("processors", node)
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"{settings.kafka.topic_prefix}-processor",
+        topology.processor_group,
         broker=f"kafka://{settings.kafka.bootstrap}",
         store=store or default_store(),
         datadir=str(datadir),
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         # waited for several broker round trips. One batch per partition holds it all.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
     )
-    table = app.Table("jobs", partitions=settings.topics.partitions, key_type=bytes,
+    table = app.Table(PROCESSOR_TABLE, partitions=settings.topics.partitions, key_type=bytes,
                       value_type=bytes, use_partitioner=True, default=None)
     processor = JobProcessor(settings=settings, table=table, send=_sender(app), metrics=metrics)
     _install_agent(app, topology, processor, table, batch_max, batch_within_s)

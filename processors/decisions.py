@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from brigade.ids import event_id
-from brigade.kafka.topology import tier_name
-from brigade.settings import RetrySettings, Settings
+from brigade.settings import RetrySettings, Settings, tier_name
 from brigade.status import ErrorClass
 from processors.lifecycle import IllegalTransition, Job, apply
 from processors.retry import plan_retry

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from brigade.errors import DecodeError
 from brigade.ids import job_id as derive_job_id
-from brigade.kafka.topology import Topology, tier_name
-from brigade.settings import Settings
+from brigade.kafka.topology import Topology
+from brigade.settings import Settings, tier_name
 from processors.decisions import CHECK_TIER, Decision, Policy, decide
 from processors.lifecycle import Job
 from processors.metrics import Metrics

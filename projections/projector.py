@@ -62,7 +62,7 @@ class Projector:
             raise ValueError("batch_size must be >= 1 and batch_ms > 0")
         self._settings = settings
         self._ch = clickhouse
-        self._group = group or f"{settings.kafka.topic_prefix}-projector"
+        self._group = group or Topology(settings).projector_group
         self._topic = Topology(settings).job_events
         self._batch_size = batch_size
         self._batch_s = batch_ms / 1000.0

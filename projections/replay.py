@@ -357,7 +357,7 @@ def rebuild(
 
 def processor_changelog(settings: Settings) -> str:
     """The changelog topic of the job processor's ``jobs`` table (Faust's naming)."""
-    return f"{settings.kafka.topic_prefix}-processor-jobs-changelog"
+    return Topology(settings).processor_changelog
 
 
 def read_processor_states(settings: Settings) -> dict[str, Job]:

@@ -44,7 +44,7 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 
 def app_id(settings: Settings, pools: Sequence[str]) -> str:
     """The consumer group / app id of the worker for ``pools`` (distinct from the processor's)."""
-    return f"{settings.kafka.topic_prefix}-workers.{'.'.join(sorted(set(pools)))}"
+    return Topology(settings).worker_group(pools)
 
 
 def validate(settings: Settings, pools: Sequence[str]) -> None:

@@ -16,17 +16,11 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from brigade.errors import KafkaError
-from brigade.settings import LANES, Settings
+from brigade.settings import LANES, Settings, tier_name
 
-RETRY_TIER_NAMES = {1.0: "1s", 5.0: "5s", 30.0: "30s", 120.0: "2m", 600.0: "10m"}
+__all__ = ["ApplyReport", "TopicSpec", "Topology", "apply", "tier_name"]
 
-
-def tier_name(seconds: float) -> str:
-    """The topic suffix of a retry tier (``1s``, ``2m``...)."""
-    known = RETRY_TIER_NAMES.get(seconds)
-    if known is not None:
-        return known
-    return f"{int(seconds // 60)}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
+PROCESSOR_TABLE = "jobs"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +35,28 @@ class TopicSpec:
 
 @dataclass(frozen=True)
 class Topology:
-    """Brigade's topic names, derived from settings."""
+    """Brigade's topic, consumer-group and changelog names, derived from settings."""
 
     settings: Settings
+
+    @property
+    def processor_group(self) -> str:
+        """The job processor's consumer group (its Faust app id); the API watches its lag."""
+        return f"{self.settings.kafka.topic_prefix}-processor"
+
+    @property
+    def processor_changelog(self) -> str:
+        """The changelog of the processor's ``jobs`` table (Faust names it ``<app id>-<table>-changelog``)."""
+        return f"{self.processor_group}-{PROCESSOR_TABLE}-changelog"
+
+    @property
+    def projector_group(self) -> str:
+        """The projector's consumer group."""
+        return f"{self.settings.kafka.topic_prefix}-projector"
+
+    def worker_group(self, pools: Iterable[str]) -> str:
+        """The consumer group (Faust app id) of the workers serving ``pools``; one per pool set."""
+        return f"{self.settings.kafka.topic_prefix}-workers.{'.'.join(sorted(set(pools)))}"
 
     @property
     def commands(self) -> str:

@@ -31,7 +31,7 @@ def _child(mode: str, count: int, settings: Settings, path: Path) -> subprocess.
 
 
 def _committed(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = make_consumer(settings, f"{settings.kafka.topic_prefix}-projector")
+    consumer = make_consumer(settings, Topology(settings).projector_group)
     try:
         found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return {tp.partition: max(tp.offset, 0) for tp in found}
