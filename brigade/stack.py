@@ -20,6 +20,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from brigade.endpoints import api_url
 from brigade.errors import BrigadeError
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
@@ -39,7 +40,7 @@ def _http_ok(url: str) -> bool:
 def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpec]:
     """Every process of the embedded stack, in start order."""
     brigade = [sys.executable, "-m", "brigade"]
-    api = f"http://{settings.api.host}:{settings.api.port}"
+    api = api_url(settings)
     specs = []
     if with_model_server:
         endpoint = settings.pools["default"].endpoint if "default" in settings.pools else ""
@@ -65,7 +66,7 @@ EMBEDDED_METRICS_PORTS = {"processors": 9101, "workers": 9102}
 
 def metrics_endpoints(settings: Settings) -> list[str]:
     """Every ``/metrics`` URL of the embedded stack."""
-    urls = [f"http://{settings.api.host}:{settings.api.port}/metrics"]
+    urls = [f"{api_url(settings)}/metrics"]
     urls += [f"http://127.0.0.1:{port}/metrics" for port in EMBEDDED_METRICS_PORTS.values()]
     urls += sorted({f"{pool.endpoint.rstrip('/')}/metrics" for pool in settings.pools.values()})
     return urls

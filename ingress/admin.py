@@ -24,13 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from brigade.endpoints import ADMIN_CLICKHOUSE_PATH, OPERATOR_TOKEN_FILE, operator_token_path
 from brigade.errors import ProjectionError
 from brigade.settings import Settings
 from ingress.errors import ApiError
 from ingress.http import JSON_TYPE, parse_body
-
-ADMIN_CLICKHOUSE_PATH = "/v1/admin/clickhouse"
-TOKEN_FILE = "operator-token"
 
 
 class RawClickHouse(Protocol):
@@ -75,22 +73,17 @@ class Operator:
         self.clickhouse = self.token = None
 
 
-def token_path(settings: Settings) -> Path:
-    """Where the operator token lives."""
-    return settings.path(TOKEN_FILE)
-
-
 def ensure_operator_token(settings: Settings) -> str:
     """The operator token, created once (random, mode 0600) if missing.
 
     Written to a private temporary file and hard-linked into place, so a concurrent
     reader sees either no file or the whole token, and two creators agree on one.
     """
-    path = token_path(settings)
+    path = operator_token_path(settings)
     if path.exists():
         return _read_token(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    scratch = path.with_name(f".{OPERATOR_TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:

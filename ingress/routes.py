@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from brigade.endpoints import ADMIN_CLICKHOUSE_PATH
 from brigade.errors import KafkaError
 from brigade.status import TERMINAL
-from ingress.admin import ADMIN_CLICKHOUSE_PATH, admin_clickhouse
+from ingress.admin import admin_clickhouse
 from ingress.batch import submit_batch
 from ingress.errors import ApiError
 from ingress.http import (

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from brigade.endpoints import api_url
 from brigade.errors import ConfigError
 from brigade.settings import Settings
 
@@ -229,7 +230,7 @@ def ensure_dev_tenant(settings: Settings) -> DevCredentials:
     """Make sure a dev tenant with a working key exists and its credentials file is current."""
     path = settings.path("dev-credentials.json")
     store = TenantStore.from_settings(settings)
-    url = f"http://{settings.api.host}:{settings.api.port}"
+    url = api_url(settings)
     if path.exists():
         saved = json.loads(path.read_text())
         tenant = store.authenticate(saved.get("apiKey", ""))

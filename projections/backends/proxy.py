@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from brigade.endpoints import ADMIN_CLICKHOUSE_PATH, api_url, operator_token_path
 from brigade.errors import ProjectionError
 from projections.backends.binding import format_params
 from projections.backends.decoding import decode_json_compact
@@ -29,7 +30,6 @@ from projections.types import Params, Row
 if TYPE_CHECKING:
     from brigade.settings import Settings
 
-ADMIN_PATH = "/v1/admin/clickhouse"
 WRITES_REFUSED = (
     "writes through the running API are not supported: stop the stack (Ctrl-C) to rebuild "
     "into chDB, or use a ClickHouse server"
@@ -99,7 +99,7 @@ class ProxyClickHouse:
             raise ProjectionError("the proxy connection is closed")
         body = {"sql": sql, "params": format_params(params), "format": fmt, "database": self.database}
         try:
-            response = self._client.post(ADMIN_PATH, json=body)
+            response = self._client.post(ADMIN_CLICKHOUSE_PATH, json=body)
         except httpx.HTTPError as exc:
             raise ProjectionError(f"the API at {self.api_url} did not answer: {exc}") from exc
         if response.status_code in (200, 204):
@@ -147,7 +147,7 @@ def through_api(
         f"the chDB directory {settings.clickhouse_url} is held by another process "
         "(chDB admits one process per directory)"
     )
-    token_file = settings.path("operator-token")
+    token_file = operator_token_path(settings)
     if not token_file.exists():
         raise ProjectionError(
             f"{held}, and no API serves it ({token_file} is missing): stop that process and retry"
@@ -161,15 +161,6 @@ def through_api(
             "or start the API (brigade up) and retry"
         ) from cause
     return ProxyClickHouse(url, token_file.read_text().strip(), database=API_DATABASE)
-
-
-def api_url(settings: Settings) -> str:
-    """The URL this machine reaches the API of ``settings`` at."""
-    # A wildcard bind address is not one to connect to; the API is local to the directory.
-    host = settings.api.host
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"http://[{host}]:{settings.api.port}" if ":" in host else f"http://{host}:{settings.api.port}"
 
 
 def _healthy(url: str) -> bool:

@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from brigade.endpoints import ADMIN_CLICKHOUSE_PATH
+from brigade.endpoints import operator_token_path as token_path
 from brigade.settings import Settings
-from ingress.admin import ADMIN_CLICKHOUSE_PATH, ensure_operator_token, token_path
+from ingress.admin import ensure_operator_token
 from projections.backends.decoding import decode_json_compact
 from tests.ingress.conftest import Api
 from tests.ingress.support import HAVE_CLICKHOUSE_READ_MODEL

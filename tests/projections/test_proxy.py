@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from brigade.endpoints import operator_token_path
 from brigade.errors import ProjectionError
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
@@ -99,7 +100,7 @@ def running_api(settings: Settings, topics: Topology, tmp_path: Path) -> Iterato
             assert process.poll() is None, (tmp_path / "api.log").read_text()
             assert time.monotonic() < deadline, "the API did not start in 90s"
             time.sleep(0.1)
-        token = settings.path("operator-token").read_text().strip()
+        token = operator_token_path(settings).read_text().strip()
         yield RunningApi(url=url, token=token, process=process)
     finally:
         _stop(process)
