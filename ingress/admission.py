@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from brigade.objectstore import write_bytes
 from ingress.commands import PreparedJob
 from ingress.idempotency import Accepted, RecentJobs
-from ingress.objectstore import write_bytes
 
 CONFLICT_MESSAGE = "this idempotency key was already used with a different payload"
 

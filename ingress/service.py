@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from brigade.errors import KafkaError
 from brigade.kafka.topology import Topology
+from brigade.objectstore import read_bytes
 from brigade.settings import Settings
 from brigade.status import TERMINAL
 from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
@@ -26,7 +27,6 @@ from ingress.errors import ApiError, not_found
 from ingress.idempotency import SingleFlight
 from ingress.metrics import ApiMetrics
 from ingress.models import JobRequest
-from ingress.objectstore import read_bytes
 from ingress.producer import CommandPublisher
 from ingress.ratelimit import RateLimiter
 from ingress.tenants import Tenant
