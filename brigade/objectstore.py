@@ -1,10 +1,14 @@
-"""Payloads and results too large for a queue message, behind an fsspec URL.
+"""Payloads and results too large for a queue message, behind an fsspec URL: the one object store.
 
-``file://`` by default, ``s3://`` (or any fsspec protocol) in production. Calls block: the
-API runs them in a worker thread.
+``file://`` by default, ``s3://`` (or any fsspec protocol) in production. The API writes
+oversize inputs here and reads results; the workers read inputs and write results. Every
+write is atomic, so a reader never sees half an object. Calls block: async callers run them
+in a worker thread.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import fsspec
 
@@ -12,11 +16,15 @@ from brigade.errors import BrigadeError
 
 
 class ObjectStoreError(BrigadeError):
-    """An object could not be written or read."""
+    """An object could not be written or read; ``missing`` when it does not exist."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 def write_bytes(url: str, data: bytes) -> None:
-    """Write ``data`` at ``url``, creating parent folders; rewriting the same content is harmless.
+    """Write ``data`` at ``url`` atomically, creating parent folders; rewriting the same content is harmless.
 
     Raises:
         ObjectStoreError: the store refused the write.
@@ -24,7 +32,11 @@ def write_bytes(url: str, data: bytes) -> None:
     try:
         fs, path = fsspec.core.url_to_fs(url)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(path, data)
+        # Write then rename, so a reader never sees half an object (on object stores the
+        # single PUT is already atomic and mv is a copy; these objects are small).
+        scratch = f"{path}.{uuid.uuid4().hex}.tmp"
+        fs.pipe_file(scratch, data)
+        fs.mv(scratch, path)
     except OSError as exc:
         raise ObjectStoreError(f"writing {url} failed: {exc}") from exc
 
@@ -33,11 +45,13 @@ def read_bytes(url: str) -> bytes:
     """The bytes stored at ``url``.
 
     Raises:
-        ObjectStoreError: the object is missing or unreadable.
+        ObjectStoreError: the object is missing (``missing``) or unreadable.
     """
     try:
         fs, path = fsspec.core.url_to_fs(url)
         data: bytes = fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise ObjectStoreError(f"{url} does not exist", missing=True) from exc
     except OSError as exc:
         raise ObjectStoreError(f"reading {url} failed: {exc}") from exc
     return data
