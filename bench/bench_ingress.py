@@ -102,7 +102,7 @@ def _batch_body(counter: itertools.count[int], size: int) -> Any:
 
 
 def _start_api(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "brigade", "api", "--port", str(port), "--workers", str(workers)]
+    argv = [sys.executable, "-m", "cli", "api", "--port", str(port), "--workers", str(workers)]
     log = open(Path(env["BRIGADE_DATA_DIR"]) / f"api-{port}.log", "wb")  # noqa: SIM115 (the child owns it)
     process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

@@ -24,7 +24,7 @@ import httpx
 from brigade.errors import BrigadeError
 from brigade.net import free_port
 from brigade.settings import Settings
-from brigade.stack import stack_settings
+from cli.stack import stack_settings
 
 EMULATED = "emulated-minilm"
 
@@ -95,13 +95,13 @@ def embedded_stack(*, model_server: bool, batch_latency_ms: float = 0.0,
         env = _clean_env()
         with (home / "emulator.log").open("wb") as log:
             emulator = subprocess.Popen(
-                [sys.executable, "-m", "brigade", "model-server", "--emulate",
+                [sys.executable, "-m", "cli", "model-server", "--emulate",
                  "--port", str(ports["emulator"]),
                  "--batch-latency-ms", str(batch_latency_ms), "--item-latency-ms", str(item_latency_ms),
                  "--model", EMULATED, "--gpu-slots", "4"],
                 cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         with (home / "up.log").open("wb") as log:
-            argv = [sys.executable, "-m", "brigade", "up"] + ([] if model_server else ["--no-model-server"])
+            argv = [sys.executable, "-m", "cli", "up"] + ([] if model_server else ["--no-model-server"])
             up = subprocess.Popen(argv, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         url = f"http://127.0.0.1:{ports['api']}"

@@ -11,8 +11,8 @@ import pytest
 import typer
 import yaml
 
-from brigade.cli import _register_subsystems, app
 from brigade.settings import Settings
+from cli.main import _register_subsystems, app
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 

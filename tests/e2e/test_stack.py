@@ -22,8 +22,8 @@ import pytest
 
 from brigade.net import free_port
 from brigade.settings import Settings
-from brigade.stack import stack_settings
 from brigade.status import TERMINAL
+from cli.stack import stack_settings
 from ingress.client import ApiRequestError, Client
 from ingress.producer import JobProducer
 
@@ -50,7 +50,7 @@ class Stack:
 
     def cli(self, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
         """Run `brigade ARGS` in the stack's directory, as an operator would."""
-        return subprocess.run([sys.executable, "-m", "brigade", *args], cwd=self.home, text=True,
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=self.home, text=True,
                               capture_output=True, timeout=timeout_s, env=_env(), check=False)
 
 
@@ -103,7 +103,7 @@ base_s = 0.2
 
 def _start_up(home: Path) -> subprocess.Popen[bytes]:
     with (home / "up.log").open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "brigade", "up"], cwd=home, env=_env(),
+        return subprocess.Popen([sys.executable, "-m", "cli", "up"], cwd=home, env=_env(),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -134,7 +134,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("emulator") / "emulator.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "brigade", "model-server", "--emulate", "--port", str(port),
+        [sys.executable, "-m", "cli", "model-server", "--emulate", "--port", str(port),
          "--batch-latency-ms", "0", "--item-latency-ms", "0", "--model", EMULATED],
         stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from brigade.cli import app as cli_app
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
+from cli.main import app as cli_app
 from ingress import cli as ingress_cli
 from ingress.client import ApiRequestError, AsyncClient, Client
 from ingress.commands import JobValidationError

@@ -27,7 +27,7 @@ def _brigade(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-c", "from brigade.cli import main; main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 

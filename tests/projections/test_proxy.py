@@ -62,7 +62,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 def _brigade(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "brigade", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=ROOT, env=_env(settings), capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -86,12 +86,12 @@ def _healthy(url: str) -> bool:
 
 @pytest.fixture
 def running_api(settings: Settings, topics: Topology, tmp_path: Path) -> Iterator[RunningApi]:
-    """``python -m brigade api`` on a free port, holding the test's chDB directory."""
+    """``python -m cli api`` on a free port, holding the test's chDB directory."""
     settings.api.port = free_port()
     url = f"http://127.0.0.1:{settings.api.port}"
     log = (tmp_path / "api.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "brigade", "api", "--port", str(settings.api.port)],
+        [sys.executable, "-m", "cli", "api", "--port", str(settings.api.port)],
         cwd=ROOT, env=_env(settings), stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -20,7 +20,7 @@ def emulator_process(tmp_path: Path) -> Iterator[str]:
     command = [
         sys.executable,
         "-c",
-        "from brigade.cli import main; main()",
+        "from cli.main import main; main()",
         "model-server",
         "--emulate",
         "--port",

@@ -27,7 +27,7 @@ from brigade.kafka.clients import make_admin
 from brigade.kafka.local import LocalKafka
 from brigade.net import port_taken
 from brigade.settings import Settings
-from brigade.supervisor import ChildSpec, Supervisor
+from cli.supervisor import ChildSpec, Supervisor
 
 
 def _http_ok(url: str) -> bool:
@@ -39,7 +39,7 @@ def _http_ok(url: str) -> bool:
 
 def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpec]:
     """Every process of the embedded stack, in start order."""
-    brigade = [sys.executable, "-m", "brigade"]
+    brigade = [sys.executable, "-m", "cli"]
     api = api_url(settings)
     specs = []
     if with_model_server:
@@ -202,7 +202,7 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option(help="Seconds to wait for every job.")] = 180.0,
     ) -> None:
         """Submit a mixed workload to the running stack and check every job ends as expected."""
-        from brigade import demo
+        from cli import demo
 
         if not demo.run(ctx.obj, console=Console(), jobs=jobs, timeout_s=timeout):
             raise typer.Exit(1)
@@ -214,8 +214,8 @@ def register(app: typer.Typer) -> None:
         iterations: Annotated[int | None, typer.Option(help="Stop after this many refreshes.")] = None,
     ) -> None:
         """A live view of lag, throughput, latencies, retries, 429s, breakers and dead letters."""
-        from brigade import top
         from brigade.kafka.clients import make_admin
+        from cli import top
 
         settings: Settings = ctx.obj
         top.run(settings, make_admin(settings), metrics_endpoints(settings),

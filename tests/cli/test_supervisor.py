@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from brigade.errors import BrigadeError
-from brigade.supervisor import ChildSpec, Supervisor
+from cli.supervisor import ChildSpec, Supervisor
 
 
 def _alive(pid: int) -> bool:

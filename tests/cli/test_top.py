@@ -7,10 +7,10 @@ import time
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from brigade import top
 from brigade.kafka import topology
 from brigade.kafka.clients import consumer_config, make_admin, producer_config
 from brigade.settings import Settings
+from cli import top
 from tests.conftest import free_port
 
 

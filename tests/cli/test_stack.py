@@ -11,7 +11,7 @@ from brigade.errors import BrigadeError
 from brigade.kafka.local import LocalKafka
 from brigade.net import free_port
 from brigade.settings import ApiSettings, KafkaSettings, PoolSettings, Settings
-from brigade.stack import _refuse_taken_ports, child_specs, stack_settings
+from cli.stack import _refuse_taken_ports, child_specs, stack_settings
 
 
 def _settings(tmp_path: Path, api_port: int) -> Settings:

@@ -200,7 +200,7 @@ def _operator_views(console: Console, tenant: str, job_id: str) -> bool:
                  ["audit", job_id]):
         console.print(f"$ brigade {' '.join(args)}", style="bold")
         # The operator commands run as their own processes, exactly as a user types them.
-        result = subprocess.run([sys.executable, "-m", "brigade", *args], check=False,
+        result = subprocess.run([sys.executable, "-m", "cli", *args], check=False,
                                 capture_output=True, text=True, timeout=120)
         console.print(result.stdout.rstrip(), markup=False, highlight=False)
         if result.returncode != 0:
