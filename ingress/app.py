@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
-import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,9 +22,12 @@ from ingress.producer import CommandPublisher
 from ingress.routes import PUBLIC_PATHS, ROUTES
 from ingress.service import Ingress
 from ingress.tenants import TenantStore
+from projections.backends import connect
+from projections.backends.chdb import ChdbClickHouse
+from projections.migrations import MIGRATIONS, apply_migrations
+from projections.projector import Projector
+from projections.queries import ClickHouseReadModel
 from projections.readmodel import ReadModel
-
-log = logging.getLogger(__name__)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -51,7 +51,7 @@ def create_app(
     Args:
         settings: the deployment's settings.
         read_model: answer status reads from this; by default the projections' ClickHouse read
-            model over ``settings.clickhouse_url`` when that package is available.
+            model over ``settings.clickhouse_url`` (projections are part of every API).
         tenants: the tenant store; by default the tenants file of ``settings``.
         embedded_projector: run the projector in this process (default: when the ClickHouse URL
             is ``chdb://`` and no read model was given, since chDB files belong to one process).
@@ -113,42 +113,17 @@ def create_app(
 
 def _open_read_side(
     settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator
-) -> ReadModel | None:
-    """The projections' ClickHouse read model (and projector), when that package is present."""
-    try:
-        backends = importlib.import_module("projections.backends")
-        queries = importlib.import_module("projections.queries")
-    except ImportError as exc:
-        log.warning("projections unavailable (%s): status reads come from this process only", exc)
-        return None
-    clickhouse = backends.connect(settings.clickhouse_url)
+) -> ReadModel:
+    """The projections' ClickHouse read model, migrated, and the projector when it runs here."""
+    clickhouse = connect(settings.clickhouse_url)
     stack.callback(clickhouse.close)
-    if settings.clickhouse_url.startswith("chdb://"):
+    if isinstance(clickhouse, ChdbClickHouse):
         # This process now holds the chDB directory; operator commands come through here.
         operator.attach(clickhouse, ensure_operator_token(settings))
         stack.callback(operator.detach)
-    _migrate(clickhouse)
+    apply_migrations(clickhouse, MIGRATIONS)
     if run_projector:
-        _start_projector(settings, clickhouse, stack)
-    model: ReadModel = queries.ClickHouseReadModel(clickhouse)
-    return model
-
-
-def _migrate(clickhouse: Any) -> None:
-    try:
-        migrations = importlib.import_module("projections.migrations")
-    except ImportError:
-        return
-    migrations.apply_migrations(clickhouse, migrations.MIGRATIONS)
-
-
-def _start_projector(settings: Settings, clickhouse: Any, stack: contextlib.AsyncExitStack) -> None:
-    try:
-        module = importlib.import_module("projections.projector")
-    except ImportError as exc:
-        log.warning("projector unavailable (%s): the read model will not advance here", exc)
-        return
-    projector = module.Projector(settings=settings, clickhouse=clickhouse)
-    projector.start()
-    stop: Callable[[], Any] = projector.stop
-    stack.callback(stop)
+        projector = Projector(settings=settings, clickhouse=clickhouse)
+        projector.start()
+        stack.callback(projector.stop)
+    return ClickHouseReadModel(clickhouse)
