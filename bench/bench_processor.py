@@ -31,8 +31,8 @@ from brigade.kafka.clients import make_admin, make_consumer, make_producer
 from brigade.settings import LANES, KafkaSettings, Settings, TopicSettings
 from schemas.codec import Codec
 from schemas.records import JobSucceeded, OutcomeKind, WorkItem, WorkOutcome
-from tests.processors.harness import Processors
-from tests.processors.helpers import spec, submit
+from testkit.jobs import spec, submit
+from testkit.processors import Processors
 
 codec = Codec()
 

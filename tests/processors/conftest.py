@@ -11,8 +11,8 @@ import pytest
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.settings import RetrySettings, Settings, TopicSettings
-from tests.processors.harness import Client, Observer, Processors
-from tests.processors.helpers import pools
+from testkit.jobs import pools
+from testkit.processors import Client, Observer, Processors
 
 
 def processor_settings(bootstrap: str, tmp: Path, **retry: float) -> Settings:

@@ -16,9 +16,9 @@ import pytest
 from brigade.status import TERMINAL
 from processors.lifecycle import fold
 from schemas.records import JobSucceeded, LifecycleEvent, WorkItem, WorkOutcome
+from testkit.jobs import spec
+from testkit.processors import scripted_worker, wait_for
 from tests.processors.conftest import Stack, processor_settings
-from tests.processors.harness import scripted_worker, wait_for
-from tests.processors.helpers import spec
 
 JOBS = 300
 
@@ -95,7 +95,7 @@ def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(chaos
 
 
 def _submit(s: object) -> object:
-    from tests.processors.helpers import submit
+    from testkit.jobs import submit
 
     return submit(s)  # type: ignore[arg-type]
 

@@ -25,7 +25,7 @@ from schemas.records import (
     JobSucceeded,
     LifecycleEvent,
 )
-from tests.processors.helpers import (
+from testkit.jobs import (
     T0,
     cancel,
     later,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from brigade.kafka.topology import Topology
 from processors.app import create_app
-from tests.processors.helpers import pure_settings
+from testkit.jobs import pure_settings
 from workers.app import app_id
 
 

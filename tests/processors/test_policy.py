@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from processors.retry import backoff, plan_retry, tier_for
 from processors.routing import NoRoute, Router, route
 from processors.state import decode_job, encode_job
-from tests.processors.helpers import T0, outcome, pure_settings, spec, submit
+from testkit.jobs import T0, outcome, pure_settings, spec, submit
 from tests.processors.test_lifecycle import run
 
 TIERS = (1.0, 5.0, 30.0, 120.0, 600.0)

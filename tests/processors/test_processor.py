@@ -16,9 +16,9 @@ from schemas.records import (
     JobSucceeded,
     SubmitJob,
 )
+from testkit.jobs import outcome, spec
+from testkit.processors import wait_for
 from tests.processors.conftest import Stack
-from tests.processors.harness import wait_for
-from tests.processors.helpers import outcome, spec
 
 STARTUP_S = 60.0  # first test waits for the worker to join the group and recover
 

@@ -23,7 +23,7 @@ from projections.types import ClickHouse
 from projections.writer import LogRecord, ProjectionWriter
 from schemas.codec import Codec
 from schemas.records import LifecycleEvent, WorkItem, WorkOutcome
-from tests.processors.helpers import T0, policy, pools, spec, submit
+from testkit.jobs import T0, policy, pools, spec, submit
 from workers.breaker import CircuitRecord
 from workers.executor import PoolExecutor
 from workers.metrics import WorkerMetrics

@@ -23,10 +23,10 @@ from brigade.kafka.topology import Topology
 from brigade.settings import LANES, Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, JobSpec, LifecycleEvent, WorkItem, WorkOutcome
-from tests.processors.helpers import cancel, submit
+from testkit.jobs import cancel, submit
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
