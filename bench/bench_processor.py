@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,17 +21,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from bench.bench_kafka import bench_broker
 from bench.report import emit, percentile
 from brigade.kafka import topology
-from brigade.kafka.clients import make_admin, make_consumer, make_producer
+from brigade.kafka.clients import make_admin, make_producer
 from brigade.settings import LANES, KafkaSettings, Settings, TopicSettings
 from schemas.codec import Codec
 from schemas.records import JobSucceeded, OutcomeKind, WorkItem, WorkOutcome
 from testkit.jobs import spec, submit
 from testkit.processors import Processors
+from testkit.support import ConsumerThread
 
 codec = Codec()
 
@@ -49,7 +49,7 @@ def processor(settings: Settings, folder: Path) -> Iterator[None]:
         procs.close()
 
 
-class Counter:
+class Counter(ConsumerThread):
     """Reads job-events and work topics; answers work items like a worker would."""
 
     def __init__(self, settings: Settings, *, answer: bool) -> None:
@@ -57,32 +57,31 @@ class Counter:
         self.succeeded = 0
         self.dispatched: dict[str, float] = {}
         self._answer = answer
-        self._stop = threading.Event()
         self._producer: Producer = make_producer(settings)
         self._outcomes = topo.outcomes
         self._events = topo.job_events
-        self._consumer = make_consumer(settings, f"bench-{uuid.uuid4().hex[:8]}")
         work = [topo.work(p, lane) for p in settings.pools for lane in LANES]
-        self._consumer.subscribe([topo.job_events, *work])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(settings, [topo.job_events, *work], name="bench", batch=2000)
+        self.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(2000, 0.1):
-                if message.error() is not None:
-                    continue
-                if message.topic() == self._events:
-                    if isinstance(codec.decode(message.value() or b""), JobSucceeded):
-                        self.succeeded += 1
-                    continue
-                item = codec.decode_as(message.value() or b"", WorkItem)
-                self.dispatched[item.spec.job_id] = message.timestamp()[1] / 1000.0
-                if self._answer:
-                    self._reply(item)
-            self._producer.poll(0)
+    def handle(self, message: Message) -> None:
+        """Count a success, or note (and answer) a dispatched work item."""
+        if message.topic() == self._events:
+            if isinstance(codec.decode(message.value() or b""), JobSucceeded):
+                self.succeeded += 1
+            return
+        item = codec.decode_as(message.value() or b"", WorkItem)
+        self.dispatched[item.spec.job_id] = message.timestamp()[1] / 1000.0
+        if self._answer:
+            self._reply(item)
+
+    def idle(self) -> None:
+        """Serve the producer's delivery reports."""
+        self._producer.poll(0)
+
+    def finish(self) -> None:
+        """Deliver the last answers."""
         self._producer.flush(10)
-        self._consumer.close()
 
     def _reply(self, item: WorkItem) -> None:
         kinds: tuple[OutcomeKind, ...] = ("started", "succeeded")
@@ -101,9 +100,6 @@ class Counter:
             except BufferError:
                 self._producer.poll(0.05)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 def _settings(bootstrap: str, folder: Path) -> Settings:

@@ -16,12 +16,10 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,12 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka import Message
 
 from brigade.kafka import topology
-from brigade.kafka.clients import make_admin, make_consumer, make_producer
+from brigade.kafka.clients import make_admin, make_producer
+from brigade.kafka.topology import Topology
+from brigade.net import free_port
 from brigade.settings import KafkaSettings, LaneSettings, PoolSettings, Settings, TopicSettings
 from schemas.codec import Codec
 from schemas.records import JobSpec, WorkItem, WorkOutcome
+from testkit.support import ConsumerThread, poll_until, settings_env
 from workers.emulator import EmulatorConfig
 
 CODEC = Codec()
@@ -58,27 +60,25 @@ _EMULATOR = (
 def emulator() -> Iterator[str]:
     # Its own process: in this one it shared the GIL with the outcome collector, and its
     # answers slowed down with the collector's load, so the bench measured itself.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     args = [str(port), str(GPU.batch_latency_ms), str(GPU.item_latency_ms)]
     proc = subprocess.Popen([sys.executable, "-c", _EMULATOR, *args])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        poll_until(lambda: _healthy(url, proc), timeout_s=60, what=f"the emulator at {url}")
         yield url
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"the emulator exited with {proc.returncode}")
+    try:
+        return httpx.get(f"{url}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def make_settings(bootstrap: str, endpoint: str, batch_size: int, data: Path) -> Settings:
@@ -96,11 +96,7 @@ def make_settings(bootstrap: str, endpoint: str, batch_size: int, data: Path) ->
 
 @contextmanager
 def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
-    env["BRIGADE_CONFIG"] = "/nonexistent/brigade.toml"
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"BRIGADE_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env = settings_env(settings)
     brigade = str(Path(sys.executable).with_name("brigade"))
     command = [brigade, "workers", "--pool", "p"]
     if PROFILE is not None:
@@ -128,38 +124,24 @@ def item(lane: str) -> WorkItem:
                     dispatched_at=datetime.now(UTC), lease_ms=60_000)
 
 
-class Collector:
+class Collector(ConsumerThread):
     """Consumes outcomes in a thread; records when each job's final outcome was seen."""
 
     def __init__(self, settings: Settings) -> None:
-        self.consumer = make_consumer(settings, f"bench-{uuid.uuid4().hex[:6]}")
-        self.consumer.subscribe([settings.topic("outcomes")])
         self.done: dict[str, tuple[float, WorkOutcome]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(settings, [Topology(settings).outcomes], name="bench")
+        self.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for msg in self.consumer.consume(500, 0.1):
-                value = msg.value()
-                if msg.error() or value is None:
-                    continue
-                outcome = CODEC.decode_as(value, WorkOutcome)
-                if outcome.kind in ("succeeded", "failed", "skipped"):
-                    self.done.setdefault(outcome.job_id, (time.time(), outcome))
+    def handle(self, message: Message) -> None:
+        """Note the time of a job's final outcome."""
+        outcome = CODEC.decode_as(message.value() or b"", WorkOutcome)
+        if outcome.kind in ("succeeded", "failed", "skipped"):
+            self.done.setdefault(outcome.job_id, (time.time(), outcome))
 
     def wait(self, jobs: set[str], timeout: float = 600.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not jobs <= self.done.keys():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(jobs - self.done.keys())} jobs unfinished")
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.consumer.close()
+        """Until every job in ``jobs`` has its final outcome."""
+        poll_until(lambda: jobs <= self.done.keys(), timeout_s=timeout, interval_s=0.02,
+                   what=f"{len(jobs - self.done.keys())} unfinished jobs")
 
 
 def produce(settings: Settings, items: list[WorkItem], producer: Any) -> None:

@@ -3,20 +3,17 @@ readers of the event log, work topics and dead letters."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Message
 
 from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
@@ -24,31 +21,7 @@ from brigade.settings import LANES, Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, JobSpec, LifecycleEvent, WorkItem, WorkOutcome
 from testkit.jobs import cancel, submit
-
-T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that make a subprocess read exactly ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
-    data = json.loads(settings.model_dump_json())
-    for name, value in data.items():
-        env[f"BRIGADE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+from testkit.support import ConsumerThread, poll_until, settings_env
 
 
 class Processors:
@@ -103,7 +76,7 @@ class Processors:
         return "\n".join(f"--- {p.name}\n" + p.read_text()[-3000:] for p in self.logs.glob("*.log"))
 
 
-class Observer:
+class Observer(ConsumerThread):
     """Reads the event log, work topics and DLQ on a background thread."""
 
     def __init__(self, settings: Settings, watch: Processors | None = None) -> None:
@@ -115,24 +88,15 @@ class Observer:
         self.dead: list[DeadLetter] = []
         self.retry_topics: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         topics = [self.topology.job_events, self.topology.dlq]
         topics += [self.topology.work(p, lane) for p in settings.pools for lane in LANES]
         topics += [t for _, t in self.topology.retry_tiers()]
-        self._consumer: Consumer = make_consumer(settings, f"observer-{uuid.uuid4().hex[:8]}")
-        self._consumer.subscribe(topics)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(settings, topics, name="observer")
+        self.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._consumer.poll(0.1)
-            if message is None or message.error() is not None:
-                continue
-            self._record(message.topic() or "", message.value() or b"")
-        self._consumer.close()
-
-    def _record(self, topic: str, value: bytes) -> None:
+    def handle(self, message: Message) -> None:
+        """Record one message of the observed topics."""
+        topic, value = message.topic() or "", message.value() or b""
         record = self.codec.decode(value)
         with self._lock:
             if topic == self.topology.job_events:
@@ -160,12 +124,8 @@ class Observer:
                 self.watch.assert_alive()
             found = [e for e in self.of(job_id) if type(e).__name__ == name]
             return found[count - 1] if len(found) >= count else None
-        return wait_for(probe, timeout=timeout, what=f"{name} x{count} for {job_id}: {self.names(job_id)}")
-
-    def close(self) -> None:
-        """Stop the reader thread."""
-        self._stop.set()
-        self._thread.join(10)
+        what = f"{name} x{count} for {job_id}: {self.names(job_id)}"
+        return poll_until(probe, timeout_s=timeout, what=what)
 
 
 class Client:

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from brigade.errors import BrigadeError
 from cli.supervisor import ChildSpec, Supervisor
+from testkit.support import poll_until
 
 
 def _alive(pid: int) -> bool:
@@ -20,13 +21,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _poll(condition: object, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _script(tmp_path: Path, name: str, body: str) -> list[str]:
@@ -56,14 +50,14 @@ time.sleep(600)
     watcher = threading.Thread(target=supervisor.run_until_stopped, kwargs={"poll_s": 0.05})
     watcher.start()
     try:
-        _poll(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2)
+        poll_until(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2)
     finally:
         supervisor.request_stop()
         watcher.join()
         supervisor.stop_all()
         console.file.close()
     pids = [int(p) for line in marker.read_text().splitlines() for p in line.split()]
-    _poll(lambda: not any(_alive(pid) for pid in pids), timeout_s=10)
+    poll_until(lambda: not any(_alive(pid) for pid in pids), timeout_s=10)
     assert "ready" in (tmp_path / "logs" / "crashy.log").read_text()
 
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from brigade.status import TERMINAL
 from cli.stack import stack_settings
 from ingress.client import ApiRequestError, Client
 from ingress.producer import JobProducer
+from testkit.support import poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -59,17 +60,6 @@ def _env() -> dict[str, str]:
     # A wide terminal keeps rich from eliding table cells the assertions read.
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
     return {**env, "COLUMNS": "250"}
-
-
-def _poll(check: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _http_ok(url: str) -> bool:
@@ -122,7 +112,7 @@ def _stack_processes(home: Path) -> list[int]:
 
 def _wait_ready(stack_home: Path, url: str) -> dict[str, str]:
     credentials_path = stack_home / ".brigade" / "dev-credentials.json"
-    _poll(lambda: _http_ok(f"{url}/readyz") and credentials_path.exists(), timeout_s=420,
+    poll_until(lambda: _http_ok(f"{url}/readyz") and credentials_path.exists(), timeout_s=420,
           what="the stack to be ready")
     credentials: dict[str, str] = json.loads(credentials_path.read_text())
     return credentials
@@ -139,7 +129,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _poll(lambda: _http_ok(f"{url}/healthz"), timeout_s=60, what="the emulator")
+        poll_until(lambda: _http_ok(f"{url}/healthz"), timeout_s=60, what="the emulator")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -192,7 +182,7 @@ def _status(client: Client, job_id: str) -> dict[str, Any] | None:
 
 
 def _finished(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    return _poll(lambda: (s := _status(client, job_id)) is not None and s["status"] in TERMINAL and s,
+    return poll_until(lambda: (s := _status(client, job_id)) is not None and s["status"] in TERMINAL and s,
                  timeout_s=timeout_s, what=f"job {job_id} to finish")  # type: ignore[no-any-return]
 
 
@@ -240,7 +230,7 @@ def test_cancel_while_running_discards_the_outcome(stack: Stack) -> None:
     try:
         with stack.client() as client:
             job = client.submit({"input": "slow job", "modelHint": EMULATED, "priority": "interactive"})
-            _poll(lambda: client.get(job["jobId"])["status"] == "running", timeout_s=60,
+            poll_until(lambda: client.get(job["jobId"])["status"] == "running", timeout_s=60,
                   what="the job to start")
             client.cancel(job["jobId"], reason="e2e")
             assert _finished(client, job["jobId"])["status"] == "cancelled"
@@ -253,7 +243,7 @@ def test_retry_after_an_injected_429(stack: Stack) -> None:
     with stack.client() as client:
         job = client.submit({"input": "rate limited", "modelHint": EMULATED, "maxAttempts": 5})
         try:
-            _poll(lambda: any(e["type"] == "JobRetryScheduled" for e in client.events(job["jobId"])),
+            poll_until(lambda: any(e["type"] == "JobRetryScheduled" for e in client.events(job["jobId"])),
                   timeout_s=60, what="a retry to be scheduled")
         finally:
             _emulator_config(stack, rate_429=0.0)
@@ -302,12 +292,12 @@ def test_ctrl_c_stops_everything_and_restart_keeps_the_data(stack: Stack) -> Non
     os.killpg(stack.process.pid, signal.SIGINT)
     stack.process.wait(60)
     assert time.monotonic() - started < 30
-    _poll(lambda: not _stack_processes(stack.home), timeout_s=10, what="every process to exit")
+    poll_until(lambda: not _stack_processes(stack.home), timeout_s=10, what="every process to exit")
     # Then after starting again, the job, its result and its history are still there
     stack.process = _start_up(stack.home)
     _wait_ready(stack.home, stack.url)
     with stack.client() as client:
-        after = _poll(lambda: (s := client.get(job["jobId"]))["status"] == "succeeded" and s,
+        after = poll_until(lambda: (s := client.get(job["jobId"]))["status"] == "succeeded" and s,
                       timeout_s=120, what="the job to be visible after restart")
         assert after["status"] == before["status"]
         assert client.result(job["jobId"])["output"]["embedding"] == vector

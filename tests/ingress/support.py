@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -28,21 +28,12 @@ from ingress.server import HTTP_PROTOCOL
 from projections.readmodel import JobEventView, JobPage, JobStatus, TenantStats
 from schemas import records as r
 from schemas.codec import Codec
+from testkit.support import poll_until as wait_until
 from tests.conftest import free_port
 
+__all__ = ["wait_until"]
+
 HAVE_CLICKHOUSE_READ_MODEL = importlib.util.find_spec("projections.queries") is not None
-
-
-def wait_until(check: Callable[[], Any], *, timeout_s: float = 20.0, interval_s: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s (last: {value!r})")
-        time.sleep(interval_s)
 
 
 @contextmanager

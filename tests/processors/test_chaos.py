@@ -17,7 +17,8 @@ from brigade.status import TERMINAL
 from processors.lifecycle import fold
 from schemas.records import JobSucceeded, LifecycleEvent, WorkItem, WorkOutcome
 from testkit.jobs import spec
-from testkit.processors import scripted_worker, wait_for
+from testkit.processors import scripted_worker
+from testkit.support import poll_until
 from tests.processors.conftest import Stack, processor_settings
 
 JOBS = 300
@@ -72,7 +73,7 @@ def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(chaos
         # Given two processors that both own partitions
         chaos.processors.start("p1", delay_tiers=False)
         chaos.processors.start("p2", delay_tiers=False)
-        wait_for(lambda: _both_assigned(chaos), timeout=90, what="two processors in the group")
+        poll_until(lambda: _both_assigned(chaos), timeout_s=90, what="two processors in the group")
         specs = [spec(f"chaos-{uuid.uuid4().hex}", created_at=datetime.now(UTC)) for _ in range(JOBS)]
         # When jobs stream in and p1 is killed with SIGKILL a third of the way through
         for index, s in enumerate(specs):
@@ -81,12 +82,12 @@ def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(chaos
             chaos.client.producer.poll(0)
             if index == JOBS // 3:
                 chaos.client.producer.flush(10)
-                wait_for(lambda: _done(chaos, specs[:20]), timeout=60, what="first jobs done")
+                poll_until(lambda: _done(chaos, specs[:20]), timeout_s=60, what="first jobs done")
                 chaos.processors.kill("p1")
             time.sleep(0.01)  # a steady stream, not one burst
         chaos.client.producer.flush(10)
         # Then every job succeeds exactly once and no sequence number holds two decisions
-        wait_for(lambda: _done(chaos, specs), timeout=120, what=f"all {JOBS} jobs terminal")
+        poll_until(lambda: _done(chaos, specs), timeout_s=120, what=f"all {JOBS} jobs terminal")
         for s in specs:
             _check_job(s.job_id, chaos.observer.of(s.job_id))
     finally:

@@ -17,7 +17,7 @@ from schemas.records import (
     SubmitJob,
 )
 from testkit.jobs import outcome, spec
-from testkit.processors import wait_for
+from testkit.support import poll_until
 from tests.processors.conftest import Stack
 
 STARTUP_S = 60.0  # first test waits for the worker to join the group and recover
@@ -38,7 +38,7 @@ def test_lifecycle_end_to_end(stack: Stack) -> None:
     stack.client.submit(s)
     queued = stack.observer.wait_event(s.job_id, "JobQueued", timeout=STARTUP_S)
     assert (queued.pool, queued.lane, queued.attempt) == ("small", "interactive", 1)
-    item = wait_for(lambda: [w for _, w in stack.observer.work if w.spec.job_id == s.job_id],
+    item = poll_until(lambda: [w for _, w in stack.observer.work if w.spec.job_id == s.job_id],
                     what="work item")
     assert item[0].attempt == 1 and item[0].spec == s
     # When the worker starts and succeeds
@@ -65,7 +65,7 @@ def test_retries_land_in_the_right_tier_after_the_right_delay(stack: Stack) -> N
                                  at=now()))
     retry = stack.observer.wait_event(s.job_id, "JobRetryScheduled")
     assert isinstance(retry, JobRetryScheduled) and retry.tier == "5s" and retry.delay_ms == 2000
-    wait_for(lambda: [t for t, _ in stack.observer.retry_topics if t.endswith(".retry.5s")], what="timer")
+    poll_until(lambda: [t for t, _ in stack.observer.retry_topics if t.endswith(".retry.5s")], what="timer")
     requeued = stack.observer.wait_event(s.job_id, "JobQueued", count=2, timeout=15)
     waited = time.time() - failed_at
     assert isinstance(requeued, JobQueued) and requeued.reason == "retry" and requeued.attempt == 2
@@ -91,7 +91,8 @@ def test_dead_lettering_after_max_attempts(stack: Stack) -> None:
     dead = stack.observer.wait_event(s.job_id, "JobDeadLettered", timeout=15)
     assert isinstance(dead, JobDeadLettered) and dead.attempts == 2
     assert dead.errors == ["transient: boom1", "transient: boom2"]
-    letter = wait_for(lambda: [d for d in stack.observer.dead if d.job_id == s.job_id], what="dlq record")[0]
+    letters = poll_until(lambda: [d for d in stack.observer.dead if d.job_id == s.job_id], what="dlq record")
+    letter = letters[0]
     assert letter.attempts == 2 and letter.errors == dead.errors and letter.reason == "max_attempts_exhausted"
     assert Codec().decode(letter.raw).error == "boom2"  # the last input, intact
 
@@ -175,7 +176,7 @@ def test_poison_messages_go_to_the_dlq_and_the_partition_keeps_flowing(stack: St
     stack.client.send(stack.client.topology.commands, b"someone-else", wrong_key)
     stack.client.submit(s)
     stack.observer.wait_event(s.job_id, "JobQueued", timeout=STARTUP_S)
-    letters = wait_for(lambda: [d for d in stack.observer.dead if d.raw in (garbage, wrong_key)] or None
+    letters = poll_until(lambda: [d for d in stack.observer.dead if d.raw in (garbage, wrong_key)] or None
                        if len([d for d in stack.observer.dead if d.raw in (garbage, wrong_key)]) == 2
                        else None, what="two dead letters")
     reasons = sorted(d.reason.split(":")[0] for d in letters)

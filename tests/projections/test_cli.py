@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,14 @@ from pathlib import Path
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from projections.simulate import stream
+from testkit.support import settings_env
 from tests.projections.support import produce
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _brigade(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "BRIGADE_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-        "BRIGADE_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "BRIGADE_CLICKHOUSE_URL": settings.clickhouse_url,
-        "BRIGADE_DATA_DIR": str(settings.data_dir),
-        "BRIGADE_CONFIG": str(settings.data_dir / "absent.toml"),
-        "COLUMNS": "200",
-    }
+    env = settings_env(settings, COLUMNS="200")
     return subprocess.run(
         [sys.executable, "-c", "from cli.main import main; main()", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,

@@ -30,6 +30,7 @@ from projections.backends import chdb_path, open_clickhouse
 from projections.backends.proxy import WRITES_REFUSED, ProxyClickHouse, directory_locked
 from projections.migrations import MIGRATIONS
 from projections.simulate import stream
+from testkit.support import settings_env
 from tests.conftest import free_port
 from tests.projections.support import produce
 
@@ -46,18 +47,7 @@ class RunningApi:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "BRIGADE_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
-        "BRIGADE_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "BRIGADE_KAFKA__CLIENT_ID": settings.kafka.client_id,
-        "BRIGADE_CLICKHOUSE_URL": settings.clickhouse_url,
-        "BRIGADE_DATA_DIR": str(settings.data_dir),
-        "BRIGADE_OBJECT_STORE_URL": settings.object_store_url,
-        "BRIGADE_API__PORT": str(settings.api.port),
-        "BRIGADE_CONFIG": str(settings.data_dir / "absent.toml"),
-        "COLUMNS": "200",
-    }
+    return settings_env(settings, COLUMNS="200")
 
 
 def _brigade(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,12 +4,10 @@ and a scripted stand-in for the job processor (folds outcomes into lifecycle eve
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Message
+
 from brigade.ids import event_id
-from brigade.kafka.clients import make_consumer, make_producer
+from brigade.kafka.clients import make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from schemas.codec import Codec
@@ -34,19 +34,10 @@ from schemas.records import (
     WorkItem,
     WorkOutcome,
 )
+from testkit.support import ConsumerThread, poll_until, settings_env
 
 CODEC = Codec()
 BRIGADE = str(Path(sys.executable).with_name("brigade"))
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``BRIGADE_*`` variables that rebuild ``settings`` in a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
-    env["BRIGADE_CONFIG"] = "/nonexistent/brigade.toml"
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"BRIGADE_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    return env
 
 
 class WorkerProcess:
@@ -117,33 +108,24 @@ class Dispatcher:
         self.producer.flush(10)
 
 
-class StandInProcessor:
+class StandInProcessor(ConsumerThread):
     """Consumes outcomes in a thread; emits JobStarted/JobSucceeded/JobFailed once per job."""
 
     def __init__(self, settings: Settings) -> None:
         self.dispatcher = Dispatcher(settings)
-        self.consumer = make_consumer(settings, f"standin-{uuid.uuid4().hex[:6]}")
-        self.consumer.subscribe([self.dispatcher.topology.outcomes])
         self.outcomes: list[WorkOutcome] = []
         self.finished: dict[str, str] = {}
         self.emitted: defaultdict[str, int] = defaultdict(int)
         self._lock = threading.RLock()
-        self._stop = threading.Event()
         self.workers: list[WorkerProcess] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(settings, [self.dispatcher.topology.outcomes], name="standin")
+        self.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self.consumer.poll(0.1)
-            if message is None or message.error():
-                continue
-            value = message.value()
-            assert value is not None
-            outcome = CODEC.decode_as(value, WorkOutcome)
-            with self._lock:
-                self.outcomes.append(outcome)
-                self._fold(outcome)
+    def handle(self, message: Message) -> None:
+        outcome = CODEC.decode_as(message.value() or b"", WorkOutcome)
+        with self._lock:
+            self.outcomes.append(outcome)
+            self._fold(outcome)
 
     def _fold(self, o: WorkOutcome) -> None:
         job = o.job_id
@@ -180,19 +162,12 @@ class StandInProcessor:
             return [o for o in self.outcomes if o.job_id == job and (kind is None or o.kind == kind)]
 
     def wait_for(self, check: Callable[[], Any], *, timeout: float = 90.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def probe() -> Any:
             for worker in self.workers:
                 if worker.proc.poll() is not None and not worker.killed:
                     raise AssertionError(f"worker exited with {worker.proc.returncode}; see its log")
             with self._lock:
-                value = check()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what or check}")
+                return check()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.consumer.close()
+        return poll_until(probe, timeout_s=timeout, what=what)
+

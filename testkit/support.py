@@ -1,0 +1,97 @@
+"""Polling with a deadline, settings for child processes, and Kafka consumer threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from confluent_kafka import Consumer, Message
+
+from brigade.kafka.clients import make_consumer
+from brigade.settings import Settings
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def poll_until(
+    check: Callable[[], T | None], *, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = ""
+) -> T:
+    """Call ``check`` until it returns something truthy and return that; fail at the deadline.
+
+    Raises:
+        AssertionError: ``timeout_s`` passed; the message names ``what`` and the last value.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s}s waiting for {what or 'condition'} (last: {value!r})"
+            )
+        time.sleep(interval_s)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process read exactly ``settings`` (plus ``extra``).
+
+    Inherited ``BRIGADE_*`` variables are dropped and no ``brigade.toml`` is read, so only
+    ``settings`` speaks; ``PYTHONPATH`` points at this checkout for ``python -m`` children.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
+    env["BRIGADE_CONFIG"] = "/nonexistent/brigade.toml"
+    for key, value in json.loads(settings.model_dump_json()).items():
+        if value is not None:
+            env[f"BRIGADE_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return {**env, **extra}
+
+
+class ConsumerThread:
+    """Reads ``topics`` in a thread under a fresh consumer group; subclasses ``handle`` each message."""
+
+    def __init__(
+        self, settings: Settings, topics: Iterable[str], *, name: str = "reader", batch: int = 500
+    ) -> None:
+        self.consumer: Consumer = make_consumer(settings, f"{name}-{uuid.uuid4().hex[:8]}")
+        self.consumer.subscribe(list(topics))
+        self._batch = batch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start reading (after the subclass has set up what ``handle`` uses)."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self.consumer.consume(self._batch, 0.1):
+                if message.error() is None:
+                    self.handle(message)
+            self.idle()
+        self.finish()
+        self.consumer.close()
+
+    def handle(self, message: Message) -> None:
+        """Take one message (called in the reading thread)."""
+        raise NotImplementedError
+
+    def idle(self) -> None:
+        """Called in the reading thread after every poll."""
+
+    def finish(self) -> None:
+        """Called in the reading thread before the consumer closes."""
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop reading and close the consumer."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
