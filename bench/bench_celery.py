@@ -20,6 +20,7 @@ import redis
 from bench.report import emit
 from brigade.errors import BrigadeError
 from brigade.net import free_port
+from testkit.support import stop_group
 
 
 @contextmanager
@@ -65,12 +66,7 @@ def celery_worker(url: str, concurrency: int) -> Iterator[None]:
     try:
         yield
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, sig=signal.SIGTERM, timeout_s=20)
 
 
 def celery_jobs_per_second(n: int, *, concurrency: int = 2) -> dict[str, float]:

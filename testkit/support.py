@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 from confluent_kafka import Consumer, Message
 
 from brigade.kafka.clients import make_consumer
@@ -95,3 +99,73 @@ class ConsumerThread:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+
+
+@dataclass
+class RunningStack:
+    """A running ``brigade up`` and what a user of it knows."""
+
+    home: Path
+    settings: Settings
+    url: str
+    api_key: str
+    tenant_id: str
+    emulator_url: str
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without ``BRIGADE_*`` (a stack directory's ``brigade.toml`` then speaks)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}, **extra}
+
+
+def http_ok(url: str, *, timeout_s: float = 2.0) -> bool:
+    """Whether ``url`` answers 200 now."""
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_group(
+    process: subprocess.Popen[bytes], *, sig: int = signal.SIGINT, timeout_s: float = 60.0
+) -> None:
+    """Signal ``process``'s group (started with ``start_new_session``); SIGKILL it after ``timeout_s``."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def stack_toml(ports: dict[str, int], *, emulated_model: str, model_server: bool = True,
+               api: str = "", emulated: str = "", extra: str = "") -> str:
+    """A ``brigade.toml`` for ``brigade up`` on ``ports`` (kafka, controller, api, model, emulator).
+
+    The ``emulated`` pool points at the emulator; the ``default`` pool at the model server when
+    ``model_server``. ``api``, ``emulated`` and ``extra`` add lines to those sections and the end.
+    """
+    default = f"""
+[pools.default]
+model = "all-MiniLM-L6-v2"
+endpoint = "http://127.0.0.1:{ports['model']}"
+kind = "openai-embeddings"
+""" if model_server else ""
+    return f"""
+default_pool = "{'default' if model_server else 'emulated'}"
+[kafka]
+bootstrap = "127.0.0.1:{ports['kafka']}"
+broker_port = {ports['kafka']}
+controller_port = {ports['controller']}
+[api]
+port = {ports['api']}
+{api}
+{default}
+[pools.emulated]
+model = "{emulated_model}"
+endpoint = "http://127.0.0.1:{ports['emulator']}"
+kind = "openai-embeddings"
+{emulated}
+{extra}
+"""

@@ -21,12 +21,11 @@ import httpx
 import pytest
 
 from brigade.net import free_port
-from brigade.settings import Settings
 from brigade.status import TERMINAL
 from cli.stack import stack_settings
 from ingress.client import ApiRequestError, Client
 from ingress.producer import JobProducer
-from testkit.support import poll_until
+from testkit.support import RunningStack, clean_env, http_ok, poll_until, stack_toml, stop_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,15 +33,9 @@ EMULATED = "emulated-minilm"
 
 
 @dataclass
-class Stack:
-    """A running `brigade up` and what a user knows about it."""
+class Stack(RunningStack):
+    """A running `brigade up`, its process, and what a user knows about it."""
 
-    home: Path
-    settings: Settings
-    url: str
-    api_key: str
-    tenant_id: str
-    emulator_url: str
     process: subprocess.Popen[bytes]
 
     def client(self, api_key: str | None = None) -> Client:
@@ -56,39 +49,13 @@ class Stack:
 
 
 def _env() -> dict[str, str]:
-    # The stack reads its brigade.toml; inherited BRIGADE_* variables would override it.
-    # A wide terminal keeps rich from eliding table cells the assertions read.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
-    return {**env, "COLUMNS": "250"}
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    # The stack reads its brigade.toml; a wide terminal keeps rich from eliding table cells.
+    return clean_env(COLUMNS="250")
 
 
 def _write_config(home: Path, ports: dict[str, int]) -> None:
-    (home / "brigade.toml").write_text(f"""
-default_pool = "default"
-[kafka]
-bootstrap = "127.0.0.1:{ports['kafka']}"
-broker_port = {ports['kafka']}
-controller_port = {ports['controller']}
-[api]
-port = {ports['api']}
-[pools.default]
-model = "all-MiniLM-L6-v2"
-endpoint = "http://127.0.0.1:{ports['model']}"
-kind = "openai-embeddings"
-[pools.emulated]
-model = "{EMULATED}"
-endpoint = "http://127.0.0.1:{ports['emulator']}"
-kind = "openai-embeddings"
-[retry]
-base_s = 0.2
-""")
+    toml = stack_toml(ports, emulated_model=EMULATED, extra="[retry]\nbase_s = 0.2")
+    (home / "brigade.toml").write_text(toml)
 
 
 def _start_up(home: Path) -> subprocess.Popen[bytes]:
@@ -112,7 +79,7 @@ def _stack_processes(home: Path) -> list[int]:
 
 def _wait_ready(stack_home: Path, url: str) -> dict[str, str]:
     credentials_path = stack_home / ".brigade" / "dev-credentials.json"
-    poll_until(lambda: _http_ok(f"{url}/readyz") and credentials_path.exists(), timeout_s=420,
+    poll_until(lambda: http_ok(f"{url}/readyz") and credentials_path.exists(), timeout_s=420,
           what="the stack to be ready")
     credentials: dict[str, str] = json.loads(credentials_path.read_text())
     return credentials
@@ -129,7 +96,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        poll_until(lambda: _http_ok(f"{url}/healthz"), timeout_s=60, what="the emulator")
+        poll_until(lambda: http_ok(f"{url}/healthz"), timeout_s=60, what="the emulator")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -155,13 +122,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str) -> Iterator[S
     finally:
         # The restart test replaces the process: stop whichever `brigade up` runs now.
         current = running.process if running is not None else process
-        if current.poll() is None:
-            os.killpg(current.pid, signal.SIGINT)
-        try:
-            current.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(current.pid, signal.SIGKILL)
-            current.wait()
+        stop_group(current)
         for pid in _stack_processes(home):
             os.kill(pid, signal.SIGKILL)
 
