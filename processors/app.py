@@ -16,6 +16,7 @@ from typing import Any
 import faust
 import mode
 
+from brigade.kafka.streams import attach, raw_producer
 from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
 from processors.delay import DelayTiers
@@ -82,8 +83,8 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
 
     if delay_tiers:
         _install_delay(app, DelayTiers(settings=settings, metrics=metrics))
-    app.brigade_processor = processor  # type: ignore[attr-defined]
-    app.brigade_metrics = metrics  # type: ignore[attr-defined]
+    attach(app, "processor", processor)
+    attach(app, "metrics", metrics)
     return app
 
 
@@ -93,9 +94,7 @@ def _sender(app: faust.App) -> Any:
     # times the send itself. The agent awaits every returned future before it writes
     # the table, so nothing here relies on Faust tracking these messages.
     async def send(name: str, key: bytes, value: bytes) -> Awaitable[object]:
-        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        future: Awaitable[object] = await producer.send(name, value, key=key)
-        return future
+        return await raw_producer(app).send(name, value, key=key)
 
     return send
 
@@ -116,8 +115,7 @@ async def _changelog_metadata(app: faust.App, table: Any) -> None:
     # so the table picks the changelog partition with the producer's partitioner, which
     # needs the topic's metadata. A fresh producer may not have it yet (seen on a first
     # start under load: partitions_for_topic() is None and the agent crashes in a loop).
-    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-    await producer.partitions_for(table.changelog_topic.get_topic_name())
+    await raw_producer(app).partitions_for(table.changelog_topic.get_topic_name())
 
 
 def _incoming(event: Any) -> Incoming:

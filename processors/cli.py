@@ -37,12 +37,14 @@ def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: in
     """Build the app for ``settings`` and run its worker until stopped."""
     from prometheus_client import start_http_server
 
+    from brigade.kafka.streams import attached
     from processors.app import create_app, run_worker
+    from processors.metrics import Metrics
 
     app = create_app(settings, store=store or None, node=node or f"{socket.gethostname()}-processor",
                      delay_tiers=delay_tiers)
     if metrics_port:
-        registry = app.brigade_metrics.registry  # type: ignore[attr-defined]
+        registry = attached(app, "metrics", Metrics).registry
         start_http_server(metrics_port, addr=settings.metrics_host, registry=registry)
     logging.getLogger("processors").setLevel(loglevel.upper())
     run_worker(app, loglevel=loglevel)

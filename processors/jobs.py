@@ -21,7 +21,7 @@ from brigade.errors import DecodeError
 from brigade.ids import job_id as derive_job_id
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings, tier_name
-from processors.decisions import CHECK_TIER, Decision, Policy, decide
+from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide
 from processors.lifecycle import Job
 from processors.metrics import Metrics
 from processors.state import decode_job, encode_job
@@ -33,6 +33,7 @@ from schemas.records import (
     JobQueued,
     JobRetryScheduled,
     LifecycleEvent,
+    Record,
     RetryTimer,
     SubmitJob,
     WorkItem,
@@ -113,8 +114,7 @@ class JobProcessor:
 
     def _handle(self, message: Incoming, work: _Batch) -> None:
         try:
-            record = self._codec.decode(message.value)
-            job_id = self._validate(record, message)
+            record, job_id = self._validate(self._codec.decode(message.value), message)
         except DecodeError as exc:
             self._dead_letter(work, message, f"undecodable: {exc.reason}")
             return
@@ -135,13 +135,15 @@ class JobProcessor:
         raw = self._table.get(key)
         return decode_job(raw) if raw is not None else None
 
-    def _validate(self, record: object, message: Incoming) -> str:
-        expected: tuple[type, ...] = (
-            (WorkOutcome,) if message.topic == self._topology.outcomes else (SubmitJob, CancelJob, RetryTimer)
-        )
-        if not isinstance(record, expected):
+    def _validate(self, record: Record, message: Incoming) -> tuple[Input, str]:
+        outcomes = message.topic == self._topology.outcomes
+        if outcomes and isinstance(record, WorkOutcome):
+            valid: Input = record
+        elif not outcomes and isinstance(record, SubmitJob | CancelJob | RetryTimer):
+            valid = record
+        else:
             raise InvalidInput(f"{type(record).__name__} does not belong on {message.topic}")
-        job_id: str = record.spec.job_id if isinstance(record, SubmitJob) else record.job_id  # type: ignore[attr-defined]
+        job_id = valid.spec.job_id if isinstance(valid, SubmitJob) else valid.job_id
         if message.key is not None and message.key != job_id.encode():
             raise InvalidInput(f"message key {message.key!r} is not the job id {job_id}")
         if isinstance(record, SubmitJob):
@@ -150,7 +152,7 @@ class JobProcessor:
                 raise InvalidInput("submit without tenant or with max_attempts < 1")
             if derive_job_id(spec.tenant_id, spec.idempotency_key, spec.payload_sha256) != job_id:
                 raise InvalidInput(f"job id {job_id} is not derived from tenant, key and payload")
-        return job_id
+        return valid, job_id
 
     # ---- effects ------------------------------------------------------------------------
 

@@ -119,9 +119,9 @@ def _fold_record(out: Replayed, codec: Codec, value: bytes) -> None:
     except DecodeError:
         out.undecodable += 1
         return
-    envelope = getattr(event, "envelope", None)
-    if envelope is None:
+    if not r.is_lifecycle(event):
         return
+    envelope = event.envelope
     job_id = envelope.job_id
     if job_id in out.partial:
         return

@@ -156,7 +156,7 @@ class ProjectionWriter:
                 continue
             if isinstance(event, _CIRCUIT_TYPES):
                 circuits.append((record, event))
-            elif hasattr(event, "envelope"):
+            elif r.is_lifecycle(event):
                 lifecycle.append((record, event))
             else:
                 stats.unexpected += 1
@@ -211,6 +211,8 @@ class ProjectionWriter:
         states: dict[str, Tracked] = {}
         for job_id, raw in rows:
             event = self._codec.decode(base64.b64decode(raw))
+            if not r.is_lifecycle(event):  # the events table holds lifecycle events only
+                continue
             try:
                 states[job_id], _ = advance(states.get(job_id), event)
             except (Skip, IllegalTransition):

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from brigade.errors import DecodeError, SchemaError
 from schemas.decoders import Read, Unsupported, record_reader
-from schemas.records import NESTED_TYPES, RECORD_TYPES
+from schemas.records import NESTED_TYPES, RECORD_TYPES, Record
 from schemas.registry import Registry, SchemaVersion, default_registry
 
 MAGIC = b"\xc3\x01"
@@ -179,7 +179,7 @@ class Codec:
             raise SchemaError(f"{version.full_name}: record does not fit schema: {exc}") from exc
         return buffer.getvalue()
 
-    def decode(self, data: bytes) -> Any:
+    def decode(self, data: bytes) -> Record:
         """Decode single-object bytes into the Python record of the writer's type.
 
         Raises:
@@ -200,10 +200,11 @@ class Codec:
         if extra:
             raise DecodeError(f"{reader.writer.full_name}: {extra} trailing bytes", raw=data)
         assert isinstance(body, dict)
-        return reader.shape.from_avro(body)
+        record: Record = reader.shape.from_avro(body)
+        return record
 
     @staticmethod
-    def _read_direct(reader: _Reader, read: Read, data: bytes) -> Any:
+    def _read_direct(reader: _Reader, read: Read, data: bytes) -> Record:
         try:
             record, end = read(data, _HEADER_SIZE)
         except Exception as exc:
@@ -211,7 +212,8 @@ class Codec:
         if end != len(data):
             problem = "truncated" if end > len(data) else f"{len(data) - end} trailing bytes"
             raise DecodeError(f"{reader.writer.full_name}: {problem}", raw=data)
-        return record
+        decoded: Record = record
+        return decoded
 
     def decode_as(self, data: bytes, expected: type[T]) -> T:
         """Decode and check that the record is an ``expected``; raise ``DecodeError`` if not."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeGuard
 
 Priority = Literal["interactive", "batch"]
 OutcomeKind = Literal["started", "succeeded", "failed", "skipped", "callback"]
@@ -323,6 +323,15 @@ LifecycleEvent = (
 CircuitEvent = CircuitOpened | CircuitHalfOpened | CircuitClosed
 Command = SubmitJob | CancelJob
 Record = LifecycleEvent | CircuitEvent | Command | WorkItem | WorkOutcome | RetryTimer | DeadLetter
+LIFECYCLE_TYPES: tuple[type, ...] = (
+    JobSubmitted, JobQueued, JobStarted, JobRetryScheduled, JobSucceeded, JobFailed, JobDeadLettered,
+    JobCancelRequested, JobCancelled, JobLeaseExpired, JobRejected, JobCallbackAttempted,
+)
+
+
+def is_lifecycle(record: object) -> TypeGuard[LifecycleEvent]:
+    """Whether ``record`` is a job's lifecycle event (the records with an envelope)."""
+    return isinstance(record, LIFECYCLE_TYPES)
 
 RECORD_TYPES: dict[str, type] = {
     "brigade.events.JobSubmitted": JobSubmitted,

@@ -19,7 +19,7 @@ from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import LANES, Settings
 from schemas.codec import Codec
-from schemas.records import DeadLetter, JobSpec, LifecycleEvent, WorkItem, WorkOutcome
+from schemas.records import DeadLetter, JobSpec, LifecycleEvent, WorkItem, WorkOutcome, is_lifecycle
 from testkit.jobs import cancel, submit
 from testkit.support import ConsumerThread, poll_until, settings_env
 
@@ -99,9 +99,9 @@ class Observer(ConsumerThread):
         topic, value = message.topic() or "", message.value() or b""
         record = self.codec.decode(value)
         with self._lock:
-            if topic == self.topology.job_events:
+            if topic == self.topology.job_events and is_lifecycle(record):
                 self.events[record.envelope.job_id].append(record)
-            elif topic == self.topology.dlq:
+            elif topic == self.topology.dlq and isinstance(record, DeadLetter):
                 self.dead.append(record)
             elif isinstance(record, WorkItem):
                 self.work.append((topic, record))

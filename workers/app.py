@@ -30,6 +30,7 @@ from typing import Any
 import faust
 
 from brigade.errors import ConfigError
+from brigade.kafka.streams import attach
 from brigade.kafka.topology import Topology
 from brigade.settings import LANES, Settings
 from schemas.codec import Codec
@@ -126,7 +127,7 @@ def create_app(
 
     app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # mode's signal typing
 
-    app.brigade_runtime = runtime  # type: ignore[attr-defined]  # for the CLI's metrics endpoint
+    attach(app, "runtime", runtime)  # for the CLI's metrics endpoint
     return app
 
 
