@@ -24,13 +24,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.report import emit, percentile
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.settings import KafkaSettings, Settings, TopicSettings
 from ingress.tenants import TenantStore
+from testkit.support import http_ok, poll_until
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
@@ -105,18 +104,17 @@ def _start_api(env: dict[str, str], port: int, workers: int) -> subprocess.Popen
     argv = [sys.executable, "-m", "cli", "api", "--port", str(port), "--workers", str(workers)]
     log = open(Path(env["BRIGADE_DATA_DIR"]) / f"api-{port}.log", "wb")  # noqa: SIM115 (the child owns it)
     process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"API exited; see {log.name}")
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("API not ready in 60 s")
+        return http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=1.0)
+
+    try:
+        poll_until(ready, timeout_s=60, interval_s=0.2, what="the API to be ready")
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 def _row(

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from schemas.codec import Codec
 from schemas.records import JobSucceeded, OutcomeKind, WorkItem, WorkOutcome
 from testkit.jobs import spec, submit
 from testkit.processors import Processors
-from testkit.support import ConsumerThread
+from testkit.support import ConsumerThread, poll_until
 
 codec = Codec()
 
@@ -128,10 +128,9 @@ def _submit_all(settings: Settings, producer: Producer, n: int, *, rate: float |
     return sent
 
 
-def _wait(probe: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.05)
+def _wait(probe: Callable[[], bool], timeout: float) -> None:
+    # A run that did not finish fails rather than report numbers for part of the work.
+    poll_until(probe, timeout_s=timeout)
 
 
 def throughput(bootstrap: str, n: int) -> dict[str, float]:

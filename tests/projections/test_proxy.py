@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from projections.backends import chdb_path, open_clickhouse
 from projections.backends.proxy import WRITES_REFUSED, ProxyClickHouse, directory_locked
 from projections.migrations import MIGRATIONS
 from projections.simulate import stream
-from testkit.support import settings_env
+from testkit.support import http_ok, poll_until, settings_env
 from tests.conftest import free_port
 from tests.projections.support import produce
 
@@ -67,13 +66,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture
 def running_api(settings: Settings, topics: Topology, tmp_path: Path) -> Iterator[RunningApi]:
     """``python -m cli api`` on a free port, holding the test's chDB directory."""
@@ -85,11 +77,11 @@ def running_api(settings: Settings, topics: Topology, tmp_path: Path) -> Iterato
         cwd=ROOT, env=_env(settings), stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while not _healthy(url):
+        def up() -> bool:
             assert process.poll() is None, (tmp_path / "api.log").read_text()
-            assert time.monotonic() < deadline, "the API did not start in 90s"
-            time.sleep(0.1)
+            return http_ok(f"{url}/healthz", timeout_s=1.0)
+
+        poll_until(up, timeout_s=90, interval_s=0.1, what="the API to start")
         token = operator_token_path(settings).read_text().strip()
         yield RunningApi(url=url, token=token, process=process)
     finally:
@@ -161,10 +153,8 @@ def test_query_audit_and_replay_run_while_the_api_holds_chdb(
     events = stream(4, seed=7)
     produce(settings, topics.job_events, events)
     proxy = ProxyClickHouse(running_api.url, running_api.token)
-    deadline = time.monotonic() + 60
-    while proxy.query("SELECT count() FROM job_events FINAL") != [(len(events),)]:
-        assert time.monotonic() < deadline, "events not projected within 60s"
-        time.sleep(0.1)
+    poll_until(lambda: proxy.query("SELECT count() FROM job_events FINAL") == [(len(events),)],
+               timeout_s=60, interval_s=0.1, what="the events to be projected")
     proxy.close()
     # When the operator commands run in their own processes, they read through the API
     report = _brigade(settings, "query", "throughput", "--since", "2025-01-01", "--format", "json")

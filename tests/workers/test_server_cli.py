@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from brigade.net import free_port
+from testkit.support import http_ok, poll_until
 
 
 @pytest.fixture
@@ -34,15 +34,12 @@ def emulator_process(tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"model-server did not come up: {(tmp_path / 'server.log').read_text()}")
+        def up() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"model-server exited: {(tmp_path / 'server.log').read_text()}")
+            return http_ok(f"{url}/healthz", timeout_s=1.0)
+
+        poll_until(up, timeout_s=30, interval_s=0.1, what="the model server")
         yield url
     finally:
         process.terminate()
