@@ -11,7 +11,6 @@ the same answer either way.
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -122,11 +121,8 @@ async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None
 
 
 async def _admit_and_publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
-    """Hold every item's single-flight lock (sorted, so two batches cannot deadlock) while admitting."""
-    ids = sorted({item.job.job_id for item in items if item.job is not None})
-    async with AsyncExitStack() as held:
-        for job_id in ids:
-            await held.enter_async_context(ingress.flights.hold(job_id))
+    """Hold every item's single-flight lock while admitting and publishing, as a single job does."""
+    async with ingress.flights.hold_all(item.job.job_id for item in items if item.job is not None):
         await _admit(ingress, tenant, items)
         await _publish(ingress, tenant, items)
 

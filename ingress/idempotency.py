@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,16 +62,33 @@ class SingleFlight:
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Hold the lock of ``key``; the entry is dropped when nobody waits for it."""
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
+        async with self.hold_all([key]):
+            yield
+
+    @asynccontextmanager
+    async def hold_all(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Hold the locks of every key, taken in sorted order so two holders cannot deadlock.
+
+        One context for a whole batch: a context manager per key cost as much per item as
+        preparing the job.
+        """
+        ordered = sorted(set(keys))
+        held: list[asyncio.Lock] = []
+        for key in ordered:
+            lock, users = self._locks.get(key, (None, 0))
+            self._locks[key] = (lock := lock or asyncio.Lock(), users + 1)
         try:
-            async with lock:
-                yield
+            for key in ordered:
+                lock = self._locks[key][0]
+                await lock.acquire()
+                held.append(lock)
+            yield
         finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            for lock in held:
+                lock.release()
+            for key in ordered:
+                lock, users = self._locks[key]
+                if users <= 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
