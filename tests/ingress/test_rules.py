@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from brigade.settings import Settings
 from ingress.callbacks import check_callback_url
 from ingress.commands import JobValidationError, parse_request, prepare
+from ingress.idempotency import SingleFlight
 from ingress.ratelimit import TokenBucket
 
 
@@ -99,3 +101,22 @@ def test_exactly_one_of_input_and_payload_ref() -> None:
     with pytest.raises(JobValidationError):
         parse_request({})
     assert parse_request({"payloadRef": "s3://b/k"}).payloadRef == "s3://b/k"
+
+
+async def test_batches_with_overlapping_ids_take_turns_without_deadlock() -> None:
+    flights = SingleFlight()
+    inside: list[str] = []
+    overlap: list[bool] = []
+
+    async def batch(name: str, ids: list[str]) -> None:
+        async with flights.hold_all(ids):
+            overlap.append(bool(inside))
+            inside.append(name)
+            await asyncio.sleep(0.01)
+            inside.remove(name)
+
+    # Opposite orders would deadlock if each batch locked its ids in its own order.
+    ids = [f"job-{i}" for i in range(20)]
+    await asyncio.wait_for(asyncio.gather(batch("a", ids), batch("b", ids[::-1]), batch("c", ids[5:6])), 10)
+    assert overlap == [False, False, False]
+    assert flights._locks == {}
