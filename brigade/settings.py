@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 Lane = Literal["interactive", "batch"]
 LANES: tuple[Lane, ...] = ("interactive", "batch")
+ModelBackend = Literal["onnx", "torch"]
 
 
 class KafkaSettings(BaseModel):
@@ -83,6 +84,18 @@ class PoolSettings(BaseModel):
     def lane(self, lane: Lane) -> LaneSettings:
         """Return the batching policy of ``lane``."""
         return self.interactive if lane == "interactive" else self.batch
+
+
+class BuiltinModelSettings(BaseModel):
+    """The built-in all-MiniLM-L6-v2 (``brigade model-server`` and pools of kind ``builtin``)."""
+
+    # onnx: int8 on onnxruntime, CPU, the default install. torch: fp32 through
+    # sentence-transformers, on CUDA when present (needs the 'torch' extra: make deps MODEL=torch).
+    backend: ModelBackend = "onnx"
+    # Intra-op threads of the backend; None lets it choose (one per core).
+    threads: int | None = Field(default=None, ge=1)
+    # Most texts the model server puts in one model call.
+    max_batch_size: int = Field(default=64, ge=1)
 
 
 class RouteRule(BaseModel):
@@ -174,6 +187,7 @@ class Settings(BaseSettings):
         }
     )
     routes: list[RouteRule] = Field(default_factory=list)
+    builtin_model: BuiltinModelSettings = BuiltinModelSettings()
     default_pool: str | None = "default"
     # Processes without an HTTP server of their own (processors, workers, projector) serve
     # Prometheus metrics here; 0 turns it off.

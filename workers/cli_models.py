@@ -6,7 +6,10 @@ import os
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from brigade.errors import ConfigError
+from brigade.settings import BuiltinModelSettings, ModelBackend, Settings
 from workers.emulator import EmulatorConfig
 
 _EMU = "Emulator (TEST/BENCHMARK ONLY)"
@@ -18,12 +21,20 @@ def register(app: typer.Typer) -> None:
 
 
 def model_server(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
-    threads: Annotated[int, typer.Option(help="torch intra-op threads (builtin model).")] = max(
-        1, min(4, os.cpu_count() or 1)
-    ),
-    max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.")] = 64,
+    backend: Annotated[
+        ModelBackend | None,
+        typer.Option(help="onnx (CPU, default install) or torch (GPU; make deps MODEL=torch). "
+                     "Default: builtin_model.backend."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads of the model. Default: builtin_model.threads.")
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Most texts per model call. Default: builtin_model.max_batch_size.")
+    ] = None,
     emulate: Annotated[
         bool,
         typer.Option(help="Serve the fault-injecting EMULATOR (fake vectors) instead of the real model."),
@@ -80,5 +91,28 @@ def model_server(
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from workers.server import builtin_app
 
-        app = builtin_app(threads=threads, max_batch_size=max_batch_size)
+        chosen = _builtin_settings(ctx.obj, backend=backend, threads=threads, max_batch_size=max_batch_size)
+        app = builtin_app(
+            backend=chosen.backend, threads=chosen.threads, max_batch_size=chosen.max_batch_size
+        )
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5, http=HTTP_PROTOCOL)
+
+
+def _builtin_settings(
+    settings: Settings | None,
+    *,
+    backend: ModelBackend | None,
+    threads: int | None,
+    max_batch_size: int | None,
+) -> BuiltinModelSettings:
+    """``builtin_model`` settings with the command line's options on top; ``ConfigError`` if invalid."""
+    base = settings.builtin_model if settings is not None else BuiltinModelSettings()
+    given = {"backend": backend, "threads": threads, "max_batch_size": max_batch_size}
+    merged = base.model_dump() | {k: v for k, v in given.items() if v is not None}
+    if merged["threads"] is None:
+        # The model server is its own process: a few threads, not every core, by default.
+        merged["threads"] = max(1, min(4, os.cpu_count() or 1))
+    try:
+        return BuiltinModelSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"model-server options: {exc}") from exc

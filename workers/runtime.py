@@ -122,7 +122,8 @@ class WorkerRuntime:
     def _start_pool(self, name: str, results: ResultStore) -> None:
         pool = self.settings.pools[name]
         self.executors[name] = PoolExecutor(
-            name=name, pool=pool, client=make_client(pool), publisher=self.publisher,
+            name=name, pool=pool, client=make_client(pool, builtin=self.settings.builtin_model),
+            publisher=self.publisher,
             lookup=self.view, results=results, pipeline=self.pipelines[name],
             metrics=self.metrics, worker_id=self.worker_id,
         )

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -31,20 +31,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brigade.errors import ConfigError
+from workers.models.types import Embedder
 
 MAX_INPUTS = 2048
+_INPUT_SHAPE = (
+    "'input' must be a string, a non-empty list of strings, or token arrays (list[int], list[list[int]])"
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-class Embedder(Protocol):
-    """A synchronous embedding model (``workers.models.builtin.EmbeddingModel``)."""
-
-    name: str
-    dimension: int
-
-    def encode(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
-        """Vectors and token counts of ``texts``."""
-        ...
 
 
 # ---- OpenAI wire format -----------------------------------------------------------------
@@ -89,6 +82,9 @@ class EmbeddingsCall:
     texts: list[str]
     model: str | None
     encoding_format: str
+    # Token-array inputs (``texts`` is empty then): ids of the served model's own vocabulary.
+    token_ids: list[list[int]] = field(default_factory=list)
+    dimensions: int | None = None
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -102,24 +98,66 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def parse_embeddings(body: dict[str, Any]) -> EmbeddingsCall:
-    """Validate an embeddings request body (``input``: a string or a list of strings)."""
-    raw = body.get("input")
-    if isinstance(raw, str):
-        texts = [raw]
-    elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
-        texts = list(raw)
-    else:
-        raise BadRequest("'input' must be a string or a non-empty list of strings", param="input")
-    if len(texts) > MAX_INPUTS:
-        raise BadRequest(f"'input' may hold at most {MAX_INPUTS} strings", param="input")
+def parse_embeddings(body: dict[str, Any], *, vocab_size: int | None = None) -> EmbeddingsCall:
+    """Validate an embeddings request body, or raise ``BadRequest``.
+
+    ``input`` is a string or a list of strings; token arrays (a list of ints, or a list of
+    them) are accepted only when ``vocab_size`` is given, as ids of the served model's own
+    vocabulary (``0 .. vocab_size - 1``). ``dimensions`` must be a positive integer; whether
+    the model can honour it is the caller's check.
+    """
+    texts, token_ids = _parse_input(body.get("input"), vocab_size)
+    if len(texts) + len(token_ids) > MAX_INPUTS:
+        raise BadRequest(f"'input' may hold at most {MAX_INPUTS} items", param="input")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequest("'model' must be a string", param="model")
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
-    return EmbeddingsCall(texts=texts, model=model, encoding_format=encoding)
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
+        raise BadRequest("'dimensions' must be a positive integer", param="dimensions")
+    return EmbeddingsCall(
+        texts=texts, model=model, encoding_format=encoding, token_ids=token_ids, dimensions=dimensions
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_input(raw: object, vocab_size: int | None) -> tuple[list[str], list[list[int]]]:
+    if isinstance(raw, str):
+        return [raw], []
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest(_INPUT_SHAPE, param="input")
+    if all(isinstance(t, str) for t in raw):
+        return list(raw), []
+    if all(_is_int(t) for t in raw):
+        arrays = [list(raw)]
+    elif all(isinstance(t, list) and t and all(_is_int(i) for i in t) for t in raw):
+        arrays = [list(t) for t in raw]
+    else:
+        raise BadRequest(_INPUT_SHAPE, param="input")
+    if vocab_size is None:
+        raise BadRequest(
+            "this server takes text input only; send strings", param="input", code="unsupported_input"
+        )
+    _check_token_ids(arrays, vocab_size)
+    return [], arrays
+
+
+def _check_token_ids(arrays: list[list[int]], vocab_size: int) -> None:
+    for i, ids in enumerate(arrays):
+        for j, token in enumerate(ids):
+            if not 0 <= token < vocab_size:
+                raise BadRequest(
+                    f"input[{i}][{j}] = {token} is not a token id of the served model's vocabulary "
+                    f"(0..{vocab_size - 1}); token arrays must come from the model's own tokenizer",
+                    param="input",
+                    code="invalid_token_id",
+                )
 
 
 def embeddings_body(
@@ -266,6 +304,11 @@ class MicroBatcher:
         self._wakeup.set()
         return await future
 
+    async def decode(self, token_ids: list[list[int]]) -> list[str]:
+        """Texts of token arrays, on the model thread (a tokenizer may not be shared across threads)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.embedder.decode, token_ids)
+
     def _take(self) -> list[_Pending]:
         taken = [self._pending.popleft()]
         size = len(taken[0].texts)
@@ -346,23 +389,20 @@ class ModelServer:
 
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``."""
+        embedder = self.batcher.embedder
         try:
-            call = parse_embeddings(await json_object(request))
-            name = self.batcher.embedder.name
-            if call.model not in (None, name, f"sentence-transformers/{name}"):
-                raise BadRequest(
-                    f"the model {call.model!r} does not exist",
-                    param="model",
-                    status=404,
-                    code="model_not_found",
-                )
+            call = parse_embeddings(await json_object(request), vocab_size=embedder.vocab_size)
+            _check_model(call, embedder)
         except BadRequest as exc:
             return bad_request_response(exc)
         try:
-            vectors, tokens = await self.batcher.embed(call.texts)
+            texts = call.texts or await self.batcher.decode(call.token_ids)
+            vectors, tokens = await self.batcher.embed(texts)
         except (RuntimeError, ValueError) as exc:
             return error_response(f"the model failed: {exc}", status=500, kind="server_error")
-        body = embeddings_body(vectors, model=name, tokens=sum(tokens), encoding_format=call.encoding_format)
+        body = embeddings_body(
+            vectors, model=embedder.name, tokens=sum(tokens), encoding_format=call.encoding_format
+        )
         return JSONResponse(body)
 
     async def models(self, request: Request) -> Response:
@@ -372,6 +412,22 @@ class ModelServer:
     async def healthz(self, request: Request) -> Response:
         """``GET /healthz``: 200 once the model is loaded."""
         return JSONResponse({"status": "ok", "model": self.batcher.embedder.name})
+
+
+def _check_model(call: EmbeddingsCall, embedder: Embedder) -> None:
+    name = embedder.name
+    if call.model not in (None, name, f"sentence-transformers/{name}"):
+        raise BadRequest(
+            f"the model {call.model!r} does not exist", param="model", status=404, code="model_not_found"
+        )
+    if call.dimensions is not None and call.dimensions != embedder.dimension:
+        # Cutting a vector that was not trained to be cut would quietly lose quality.
+        raise BadRequest(
+            f"{name} produces {embedder.dimension}-dimension embeddings and cannot shorten them: "
+            f"omit 'dimensions' or send {embedder.dimension}",
+            param="dimensions",
+            code="unsupported_dimensions",
+        )
 
 
 def create_app(*, loader: Callable[[], Embedder], max_batch_size: int = 64) -> Starlette:
@@ -393,8 +449,10 @@ def create_app(*, loader: Callable[[], Embedder], max_batch_size: int = 64) -> S
     )
 
 
-def builtin_app(*, threads: int | None = None, max_batch_size: int = 64) -> Starlette:
-    """The model server over the bundled all-MiniLM-L6-v2."""
-    from workers.models.builtin import EmbeddingModel
+def builtin_app(*, backend: str = "onnx", threads: int | None = None, max_batch_size: int = 64) -> Starlette:
+    """The model server over the bundled all-MiniLM-L6-v2 on ``backend`` (``onnx`` or ``torch``)."""
+    from workers.models.builtin import load_embedder
 
-    return create_app(loader=lambda: EmbeddingModel.load(threads=threads), max_batch_size=max_batch_size)
+    return create_app(
+        loader=lambda: load_embedder(backend=backend, threads=threads), max_batch_size=max_batch_size
+    )

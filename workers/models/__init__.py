@@ -2,7 +2,7 @@
 
 ``make_client(pool)`` picks the implementation by ``pool.kind``: the OpenAI-compatible HTTP
 clients (``openai-embeddings``, ``openai-chat``, ``openai-completions``) or the in-process
-sentence-transformers model (``builtin``, needs the optional ``model`` dependency group).
+all-MiniLM-L6-v2 (``builtin``, on the backend that ``builtin_model`` settings name).
 """
 
 from __future__ import annotations
@@ -12,23 +12,26 @@ from typing import TYPE_CHECKING
 from workers.models.types import InferenceRequest, InferenceResult, ModelClient
 
 if TYPE_CHECKING:
-    from brigade.settings import PoolSettings
+    from brigade.settings import BuiltinModelSettings, PoolSettings
 
 __all__ = ["InferenceRequest", "InferenceResult", "ModelClient", "make_client"]
 
 
-def make_client(pool: PoolSettings) -> ModelClient:
+def make_client(pool: PoolSettings, *, builtin: BuiltinModelSettings | None = None) -> ModelClient:
     """Build the client for ``pool``'s endpoint kind.
 
-    Raises ``ConfigError`` for an unknown kind. The caller owns the client and must
-    ``await client.aclose()`` (normally in the worker's shutdown).
+    ``builtin`` picks the backend and threads of a ``builtin`` pool (default: onnx, the
+    backend's own thread count). Raises ``ConfigError`` for an unknown kind. The caller owns
+    the client and must ``await client.aclose()`` (normally in the worker's shutdown).
     """
     from brigade.errors import ConfigError
 
     if pool.kind == "builtin":
         from workers.models.builtin import BuiltinEmbeddingClient
 
-        return BuiltinEmbeddingClient(model=pool.model)
+        if builtin is None:
+            return BuiltinEmbeddingClient(model=pool.model)
+        return BuiltinEmbeddingClient(model=pool.model, backend=builtin.backend, threads=builtin.threads)
     from workers.models.openai import OPENAI_CLIENTS
 
     try:

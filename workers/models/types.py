@@ -55,6 +55,28 @@ class InferenceResult:
     tokens: int = 0
 
 
+class Embedder(Protocol):
+    """A loaded embedding model, synchronous; call from one thread at a time.
+
+    Implemented by the built-in model's backends (``workers.models.onnx_backend``,
+    ``workers.models.torch_backend``) and served by ``workers.server``.
+    """
+
+    name: str
+    backend: str
+    dimension: int
+    max_seq_length: int
+    vocab_size: int
+
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
+        """L2-normalised vectors of ``texts`` and each text's token count after truncation."""
+        ...
+
+    def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        """The texts that the model's tokenizer turns into ``token_ids`` (special tokens dropped)."""
+        ...
+
+
 @runtime_checkable
 class ModelClient(Protocol):
     """A model endpoint the worker calls with a batch of requests."""
