@@ -410,8 +410,9 @@ class ModelServer:
         return JSONResponse(models_body([self.batcher.embedder.name]))
 
     async def healthz(self, request: Request) -> Response:
-        """``GET /healthz``: 200 once the model is loaded."""
-        return JSONResponse({"status": "ok", "model": self.batcher.embedder.name})
+        """``GET /healthz``: 200 once the model is loaded; names the model and its backend."""
+        embedder = self.batcher.embedder
+        return JSONResponse({"status": "ok", "model": embedder.name, "backend": embedder.backend})
 
 
 def _check_model(call: EmbeddingsCall, embedder: Embedder) -> None:

@@ -1,4 +1,4 @@
-"""The built-in model server and client over the real all-MiniLM-L6-v2 (loaded once here)."""
+"""The built-in model server and client over the real all-MiniLM-L6-v2 (default onnx backend)."""
 
 from __future__ import annotations
 
@@ -15,36 +15,21 @@ import pytest
 from brigade.errors import Permanent
 from brigade.settings import PoolSettings
 from workers.models import InferenceRequest, InferenceResult
-from workers.models.builtin import BuiltinEmbeddingClient, EmbeddingModel
+from workers.models.builtin import BuiltinEmbeddingClient
 from workers.models.openai import OpenAIEmbeddingsClient
+from workers.models.types import Embedder
 from workers.server import create_app
 
+from .model_fixtures import GUITAR, PARAPHRASE, UNRELATED, cosine
 from .uvicorn_server import serve
 
 pytestmark = pytest.mark.slow
 
-GUITAR, PARAPHRASE, UNRELATED = (
-    "A man is playing a guitar.",
-    "Someone plays the guitar.",
-    "The stock market fell today.",
-)
-
 
 @pytest.fixture(scope="module")
-def minilm() -> EmbeddingModel:
-    return EmbeddingModel.load(threads=2)
-
-
-@pytest.fixture(scope="module")
-def server(minilm: EmbeddingModel) -> Iterator[str]:
+def server(minilm: Embedder) -> Iterator[str]:
     with serve(create_app(loader=lambda: minilm, max_batch_size=64)) as url:
         yield url
-
-
-def cosine(a: list[float], b: list[float]) -> float:
-    return math.fsum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
-        math.fsum(x * x for x in a) * math.fsum(y * y for y in b)
-    )
 
 
 def test_real_embeddings_are_normalised_and_semantic(server: str) -> None:
@@ -77,9 +62,15 @@ def test_single_string_input_and_base64_format(server: str) -> None:
     ("body", "status", "param"),
     [
         ({"input": []}, 400, "input"),
-        ({"input": [1, 2]}, 400, "input"),
+        ({"input": [1, "a"]}, 400, "input"),
+        ({"input": [[101, 102], []]}, 400, "input"),
+        ({"input": [True, False]}, 400, "input"),
+        ({"input": [[1.5]]}, 400, "input"),
         ({}, 400, "input"),
         ({"input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
+        ({"input": "x", "dimensions": 0}, 400, "dimensions"),
+        ({"input": "x", "dimensions": "384"}, 400, "dimensions"),
+        ({"input": "x", "dimensions": True}, 400, "dimensions"),
         ({"input": "x", "model": "gpt-4"}, 404, "model"),
     ],
 )
@@ -94,7 +85,9 @@ def test_bad_input_gets_openai_error_bodies(
 
 def test_models_health_and_metrics(server: str) -> None:
     assert httpx.get(f"{server}/v1/models").json()["data"][0]["id"] == "all-MiniLM-L6-v2"
-    assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{server}/healthz").json() == {
+        "status": "ok", "model": "all-MiniLM-L6-v2", "backend": "onnx"
+    }
     metrics = httpx.get(f"{server}/metrics").text
     assert "brigade_model_requests_total" in metrics and "brigade_model_inference_seconds" in metrics
 
@@ -137,7 +130,7 @@ async def test_openai_client_against_the_builtin_server(server: str) -> None:
     assert [o.job_id for o in outcomes if isinstance(o, InferenceResult)] == ["0", "1"]
 
 
-async def test_in_process_builtin_client(minilm: EmbeddingModel) -> None:
+async def test_in_process_builtin_client(minilm: Embedder) -> None:
     client = BuiltinEmbeddingClient(engine=minilm)
     batch = [
         InferenceRequest(job_id="a", input=GUITAR, model="all-MiniLM-L6-v2"),
