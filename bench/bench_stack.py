@@ -103,7 +103,7 @@ def batching_efficiency(embeddings: int, run_id: str) -> dict[str, Any]:
     """(c) real-model embeddings/s through the stack ÷ the raw model's, same batch size."""
     from bench.bench_model import raw_embeddings_per_second, sample_texts
 
-    raw = raw_embeddings_per_second(64, min(embeddings, 1024))
+    raw = raw_embeddings_per_second(64, min(embeddings, 1024))  # the default (onnx) backend, as served
     texts = [f"{text} ({run_id} {i})" for i, text in enumerate(sample_texts(embeddings))]
     with embedded_stack(model_server=True) as stack:
         # Distinct warm-up texts: a repeated text would be the same job (same payload hash).
