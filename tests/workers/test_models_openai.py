@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from brigade.errors import ModelError, Permanent, RateLimited, Transient
-from brigade.settings import PoolSettings
+from brigade.settings import BuiltinModelSettings, PoolSettings
 from workers.emulator import EmulatorConfig, create_emulator_app, pseudo_embedding
 from workers.models import InferenceRequest, InferenceResult, ModelClient, make_client
 from workers.models.builtin import BuiltinEmbeddingClient
@@ -213,8 +213,13 @@ async def test_completions(emulator: str) -> None:
 
 
 def test_make_client_picks_by_kind_without_loading_anything() -> None:
-    builtin = make_client(PoolSettings(model="all-MiniLM-L6-v2", endpoint="http://x", kind="builtin"))
+    pool = PoolSettings(model="all-MiniLM-L6-v2", endpoint="http://x", kind="builtin")
+    builtin = make_client(pool)
     assert isinstance(builtin, BuiltinEmbeddingClient) and isinstance(builtin, ModelClient)
+    assert builtin.backend == "onnx"
+    # The in-process model follows the builtin_model settings, as the model server does.
+    on_gpu = make_client(pool, builtin=BuiltinModelSettings(backend="torch", threads=1))
+    assert isinstance(on_gpu, BuiltinEmbeddingClient) and on_gpu.backend == "torch"
     completions = make_client(PoolSettings(model="m", endpoint="http://x", kind="openai-completions"))
     assert isinstance(completions, OpenAICompletionsClient)
 
