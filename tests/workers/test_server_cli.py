@@ -60,7 +60,7 @@ def _start_model_server(
     tmp_path: Path, env: dict[str, str], *args: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cli = [sys.executable, "-c", "from brigade.cli import main; main()"]
+    cli = [sys.executable, "-c", "from cli.main import main; main()"]
     command = [*cli, "model-server", "--port", str(port), *args]
     log = tmp_path / "server.log"
     with log.open("wb") as out:
@@ -71,16 +71,14 @@ def _start_model_server(
 
 
 def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> dict[str, object]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            response = httpx.get(f"{url}/healthz", timeout=1)
-            if response.status_code == 200:
-                body: dict[str, object] = response.json()
-                return body
-        except httpx.TransportError:
-            time.sleep(0.2)
-    pytest.fail(f"model-server did not come up: {log.read_text()}")
+    def up() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"model-server exited: {log.read_text()}")
+        return http_ok(f"{url}/healthz", timeout_s=1.0)
+
+    poll_until(up, timeout_s=120, interval_s=0.2, what="the model server")
+    body: dict[str, object] = httpx.get(f"{url}/healthz", timeout=5).json()
+    return body
 
 
 @pytest.mark.slow
