@@ -15,11 +15,11 @@ from confluent_kafka import TopicPartition
 from brigade.kafka.clients import make_consumer
 from brigade.settings import LANES
 from schemas.codec import Codec
+from testkit.jobs import outcome, spec
+from testkit.support import poll_until
 from tests.interop.java_tools import AvroJava
 from tests.interop.test_avro_java import cancel_json
 from tests.processors.conftest import Stack, processor_settings
-from tests.processors.harness import wait_for
-from tests.processors.helpers import outcome, spec
 
 pytestmark = pytest.mark.slow
 STARTUP_S = 90.0  # the processor joins its group and recovers its table first
@@ -78,7 +78,7 @@ def test_java_decodes_a_message_of_every_topic_from_the_broker(stack: Stack, avr
     stack.observer.wait_event(s.job_id, "JobSucceeded")
     poison = b"\x00not avro " + uuid.uuid4().bytes
     stack.client.send(stack.client.topology.commands, s.job_id.encode(), poison)
-    wait_for(lambda: [d for d in stack.observer.dead if d.raw == poison], what="the poison dead-lettered")
+    poll_until(lambda: [d for d in stack.observer.dead if d.raw == poison], what="the poison dead-lettered")
     # When every message of every topic is read back from the broker and handed to Java
     topology = stack.client.topology
     work = [topology.work(pool, lane) for pool in stack.settings.pools for lane in LANES]

@@ -20,8 +20,9 @@ import pytest
 
 from brigade.net import free_port
 from schemas import records as r
+from testkit.support import poll_until
 from tests.ingress.conftest import Api
-from tests.ingress.support import commands_for, read_topic, wait_until
+from tests.ingress.support import commands_for, read_topic
 from tests.interop.java_tools import run_java
 
 OFFER = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
@@ -161,13 +162,13 @@ def test_java_http_client_defaults_submit_jobs_and_batches(api: Api, java_classe
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``brigade model-server`` (the built-in all-MiniLM-L6-v2) as an operator starts it."""
     port, logs = free_port(), tmp_path_factory.mktemp("model-server")
-    command = [sys.executable, "-c", "from brigade.cli import main; main()",
+    command = [sys.executable, "-c", "from cli.main import main; main()",
                "model-server", "--port", str(port)]
     with (logs / "server.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=logs)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: process.poll() is not None or _healthy(url), timeout_s=240, interval_s=0.2)
+        poll_until(lambda: process.poll() is not None or _healthy(url), timeout_s=240, interval_s=0.2)
         assert process.poll() is None, (logs / "server.log").read_text()
         yield url
     finally:

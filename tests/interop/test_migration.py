@@ -30,7 +30,7 @@ def _brigade(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         "BRIGADE_CONFIG": str(settings.data_dir / "absent.toml"),
         "COLUMNS": "200",
     }
-    return subprocess.run([sys.executable, "-c", "from brigade.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
