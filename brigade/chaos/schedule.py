@@ -46,7 +46,8 @@ def plan(options: ScheduleOptions) -> list[PlannedFault]:
     rng = random.Random(options.seed)
     faults = _worker_kills(options, rng)
     w = options.window_s
-    faults.append(PlannedFault(0.3 * w, "kill-processor", f"processor-{rng.randrange(options.processors) + 1}"))
+    processor = f"processor-{rng.randrange(options.processors) + 1}"
+    faults.append(PlannedFault(0.3 * w, "kill-processor", processor))
     faults.append(PlannedFault(0.5 * w, "kill-api", "api"))
     faults += _broker_faults(options, at_s=0.7 * w)
     return sorted(faults)
@@ -54,9 +55,10 @@ def plan(options: ScheduleOptions) -> list[PlannedFault]:
 
 def _worker_kills(options: ScheduleOptions, rng: random.Random) -> list[PlannedFault]:
     end = options.window_s + options.tail_s
-    count = int(end // options.worker_every_s)
+    every = options.worker_every_s
+    count = int(end // every)
     return [
-        PlannedFault(options.worker_every_s * (n + 1), "kill-worker", f"worker-{rng.randrange(options.workers) + 1}")
+        PlannedFault(every * (n + 1), "kill-worker", f"worker-{rng.randrange(options.workers) + 1}")
         for n in range(count)
     ]
 

@@ -19,7 +19,8 @@ from brigade.chaos.ledger import (
 from schemas import records as r
 
 
-def _event(job: str, seq: int, kind: str = "JobQueued", *, terminal: bool = False, eid: str = "") -> LoggedEvent:
+def _event(job: str, seq: int, kind: str = "JobQueued", *, terminal: bool = False,
+           eid: str = "") -> LoggedEvent:
     return LoggedEvent(job_id=job, event_id=eid or f"{job}:{seq}:{kind}", sequence=seq, kind=kind,
                        terminal=terminal)
 
@@ -44,7 +45,8 @@ def test_redelivered_messages_never_count_as_decisions(jobs: list[str], data: st
         ledger.add(event)
     counts = count(ledger, jobs, result_ok=_all_ok)
     # Then each job is decided exactly once
-    assert (counts.terminal, counts.lost, counts.decided_twice, counts.duplicate_results) == (len(jobs), 0, 0, 0)
+    assert (counts.terminal, counts.lost) == (len(jobs), 0)
+    assert (counts.decided_twice, counts.duplicate_results) == (0, 0)
     assert counts.redelivered_events == len(messages) - 3 * len(jobs)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,7 +53,7 @@ def test_the_broker_comes_back_after_it_went_down(o: ScheduleOptions) -> None:
 def test_workers_die_on_the_interval_through_the_tail(o: ScheduleOptions) -> None:
     times = [f.at_s for f in plan(o) if f.kind == "kill-worker"]
     assert len(times) == int((o.window_s + o.tail_s) // o.worker_every_s)
-    assert all(b - a == pytest.approx(o.worker_every_s) for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == pytest.approx(o.worker_every_s) for a, b in itertools.pairwise(times))
 
 
 def test_a_run_long_enough_injects_at_least_four_kinds() -> None:
