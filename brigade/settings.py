@@ -35,6 +35,9 @@ class KafkaSettings(BaseModel):
     broker_port: int = 9092
     controller_port: int = 9093
     broker_heap: str = "512m"
+    # More than one runs a replicated cluster (``brigade.kafka.cluster``): node i listens on
+    # broker_port + 2i; bootstrap and the topics' replication follow unless set.
+    brokers: int = Field(default=1, ge=1, le=9)
 
 
 class TopicSettings(BaseModel):
@@ -201,6 +204,18 @@ class Settings(BaseSettings):
             if not name or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(f"pools.{name}: pool names may use letters, digits, '-' and '_'")
         return pools
+
+    @model_validator(mode="after")
+    def _cluster_defaults_follow_brokers(self) -> Settings:
+        k = self.kafka
+        if k.brokers == 1:
+            return self
+        if "bootstrap" not in k.model_fields_set:
+            nodes = ",".join(f"127.0.0.1:{k.broker_port + 2 * i}" for i in range(k.brokers))
+            self.kafka = k.model_copy(update={"bootstrap": nodes})
+        if "replication" not in self.topics.model_fields_set:
+            self.topics = self.topics.model_copy(update={"replication": min(3, k.brokers)})
+        return self
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:

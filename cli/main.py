@@ -12,7 +12,7 @@ from rich.console import Console
 from brigade.errors import BrigadeError
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
-from brigade.kafka.local import LocalKafka
+from brigade.kafka.cluster import LocalCluster
 from brigade.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Brigade: event-sourced orchestration for AI inference.")
@@ -44,36 +44,52 @@ def _load_settings(
         raise typer.Exit(2) from exc
 
 
-def local_kafka(settings: Settings) -> LocalKafka:
-    """The embedded broker described by ``settings``."""
-    return LocalKafka.from_settings(settings)
+def local_kafka(settings: Settings, brokers: int | None = None) -> LocalCluster:
+    """The embedded broker (or cluster of ``brigade kafka start --brokers N``) of ``settings``."""
+    return LocalCluster.from_settings(settings, brokers=brokers)
 
 
 @kafka_app.command("start")
-def kafka_start(ctx: typer.Context) -> None:
-    """Start the embedded broker (resolving its jars once) and wait until it answers."""
-    broker = local_kafka(ctx.obj)
-    broker.start()
-    console.print(f"kafka ready on {broker.bootstrap} (logs: {broker.log_path})")
+def kafka_start(
+    ctx: typer.Context,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=9, help="Nodes to run (default kafka.brokers); 3 gives replication 3, min ISR 2.",
+    )] = None,
+) -> None:
+    """Start the embedded broker(s) (resolving the jars once) and wait until they answer."""
+    settings: Settings = ctx.obj
+    cluster = local_kafka(settings, brokers)
+    cluster.start()
+    console.print(f"kafka ready on {cluster.bootstrap} (logs: {cluster.nodes[0].log_path.parent})")
+    if len(cluster.nodes) != settings.kafka.brokers:
+        console.print(f"set kafka.brokers = {len(cluster.nodes)} (BRIGADE_KAFKA__BROKERS) so clients "
+                      "and the topics' replication follow")
 
 
 @kafka_app.command("stop")
-def kafka_stop(ctx: typer.Context) -> None:
-    """Stop the embedded broker; no process is left behind."""
-    stopped = local_kafka(ctx.obj).stop()
+def kafka_stop(
+    ctx: typer.Context,
+    brokers: Annotated[int | None, typer.Option(min=1, max=9, help="Nodes (default kafka.brokers).")] = None,
+) -> None:
+    """Stop the embedded broker(s); no process is left behind."""
+    stopped = local_kafka(ctx.obj, brokers).stop()
     console.print("kafka stopped" if stopped else "kafka was not running")
 
 
 @kafka_app.command("status")
-def kafka_status(ctx: typer.Context) -> None:
-    """Say whether the embedded broker runs and answers; exit 1 when it does not."""
-    broker = local_kafka(ctx.obj)
-    pid = broker.pid()
-    if pid is None:
-        console.print("kafka not running")
+def kafka_status(
+    ctx: typer.Context,
+    brokers: Annotated[int | None, typer.Option(min=1, max=9, help="Nodes (default kafka.brokers).")] = None,
+) -> None:
+    """Say whether the embedded broker(s) run and answer; exit 1 when one does not."""
+    cluster = local_kafka(ctx.obj, brokers)
+    pids = cluster.pids()
+    if len(pids) < len(cluster.nodes):
+        console.print(f"kafka not running ({len(pids)} of {len(cluster.nodes)} nodes up)")
         raise typer.Exit(1)
-    broker.wait_ready(timeout_s=5)
-    console.print(f"kafka running (pid {pid}) on {broker.bootstrap}")
+    for node in cluster.nodes:
+        node.wait_ready(timeout_s=5)
+    console.print(f"kafka running (pid {', '.join(map(str, pids))}) on {cluster.bootstrap}")
 
 
 @topics_app.command("apply")

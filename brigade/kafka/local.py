@@ -1,5 +1,8 @@
 """The embedded Apache Kafka broker: one KRaft broker+controller on loopback.
 
+One ``LocalKafka`` is one node; ``brigade.kafka.cluster`` runs several of them as a
+replicated cluster (each node is then a voter of the same KRaft quorum).
+
 The jars are the official ``org.apache.kafka:kafka_2.13`` artifacts, resolved from Maven
 Central by ``compose/kafka/pom.xml`` and cached per version, so a second start needs no
 network. Storage is formatted once; data survives restarts.
@@ -57,12 +60,21 @@ def resolve_jars(*, pom: Path = POM_PATH, target: Path | None = None) -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class LocalKafka:
-    """A single-node KRaft broker whose files live under ``data_dir``."""
+    """A KRaft broker+controller node whose files live under ``data_dir``.
+
+    Alone by default; in a cluster, ``voters`` names every node's controller
+    (``"1@127.0.0.1:9093,2@..."``), ``replication`` is the cluster's replication factor and
+    ``cluster_id`` is shared by every node's storage.
+    """
 
     data_dir: Path
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    node_id: int = 1
+    voters: str = ""
+    replication: int = 1
+    cluster_id: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -105,6 +117,18 @@ class LocalKafka:
         if self.pid() is not None:
             self.wait_ready(timeout_s=timeout_s)
             return
+        pid = self.launch()
+        try:
+            self.wait_ready(timeout_s=timeout_s, pid=pid)
+        except KafkaError:
+            self.stop()
+            raise
+
+    def launch(self) -> int:
+        """Format storage on first use and spawn the broker without waiting for it; its pid.
+
+        A cluster launches every node before waiting: none answers until a quorum is up.
+        """
         libs = resolve_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = self._write_config()
@@ -124,11 +148,7 @@ class LocalKafka:
                 setsid=True,
             )
         self._pid_path.write_text(str(pid))
-        try:
-            self.wait_ready(timeout_s=timeout_s, pid=pid)
-        except KafkaError:
-            self.stop()
-            raise
+        return pid
 
     def wait_ready(self, *, timeout_s: float, pid: int | None = None) -> None:
         """Poll broker metadata until it answers or ``timeout_s`` passes."""
@@ -161,6 +181,17 @@ class LocalKafka:
         self._pid_path.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL the broker at once, as a crash would; False when it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+        self._pid_path.unlink(missing_ok=True)
+        return True
+
     def _java(self, libs: Path) -> list[str]:
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
@@ -174,7 +205,7 @@ class LocalKafka:
         ]
 
     def _format(self, libs: Path, properties: Path) -> None:
-        cluster_id = _cluster_id()
+        cluster_id = self.cluster_id or _cluster_id()
         command = [*self._java(libs), "kafka.tools.StorageTool", "format",
                    "-t", cluster_id, "-c", str(properties), "--ignore-formatted"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -185,10 +216,22 @@ class LocalKafka:
         path = self.data_dir / "server.properties"
         path.write_text(
             _SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, data=self.data_dir / "data"
+                port=self.port, controller_port=self.controller_port, data=self.data_dir / "data",
+                node_id=self.node_id,
+                voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
+                replication=self.replication, min_isr=min_insync_replicas(self.replication),
             )
         )
         return path
+
+
+def min_insync_replicas(replication: int) -> int:
+    """Replicas that must have a write before it is acknowledged: 2 of 3, else 1.
+
+    With replication 3 and two in sync, one broker may die without losing an acknowledged
+    write or refusing new ones.
+    """
+    return 2 if replication >= 3 else 1
 
 
 def _alive(pid: int) -> bool:
@@ -214,8 +257,8 @@ def _cluster_id() -> str:
 
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -224,15 +267,15 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={data}
 auto.create.topics.enable=false
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=10
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
 num.network.threads=2

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from brigade.errors import KafkaError
+from brigade.kafka.local import min_insync_replicas
 from brigade.settings import LANES, Settings, tier_name
 
 __all__ = ["ApplyReport", "TopicSpec", "Topology", "apply", "tier_name"]
@@ -93,9 +94,11 @@ class Topology:
     def specs(self) -> list[TopicSpec]:
         """Every topic with its partitions and config."""
         t = self.settings.topics
-        log = {"cleanup.policy": "delete", "retention.ms": str(t.events_retention_ms)}
-        work = {"cleanup.policy": "delete", "retention.ms": str(t.work_retention_ms)}
-        dlq = {"cleanup.policy": "delete", "retention.ms": str(t.dlq_retention_ms)}
+        # Replicated topics say how many replicas must have a write before it is acknowledged.
+        isr = {"min.insync.replicas": str(min_insync_replicas(t.replication))} if t.replication > 1 else {}
+        log = {"cleanup.policy": "delete", "retention.ms": str(t.events_retention_ms), **isr}
+        work = {"cleanup.policy": "delete", "retention.ms": str(t.work_retention_ms), **isr}
+        dlq = {"cleanup.policy": "delete", "retention.ms": str(t.dlq_retention_ms), **isr}
         specs = [
             TopicSpec(name=self.commands, partitions=t.partitions, replication=t.replication, config=log),
             TopicSpec(name=self.job_events, partitions=t.partitions, replication=t.replication, config=log),
