@@ -80,6 +80,18 @@ class Supervisor:
             for child in self._children:
                 self._watch(child)
 
+    def kill(self, name: str) -> int | None:
+        """SIGKILL the named child's process group, as a crash would; its pid, or None if down.
+
+        The watch loop then restarts it with backoff, like any crashed child.
+        """
+        for child in self._children:
+            process = child.process
+            if child.spec.name == name and process is not None and process.poll() is None:
+                _signal_group(process, signal.SIGKILL)
+                return process.pid
+        return None
+
     def request_stop(self) -> None:
         """Ask ``run_until_stopped`` to return (safe from a signal handler)."""
         self._stopping.set()

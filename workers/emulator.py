@@ -10,7 +10,8 @@ real model service under stress:
   with at most ``gpu_slots`` calls computing at once (the rest queue, as on one device);
 * 429 with ``Retry-After`` at ``rate_429``, or whenever more than ``max_concurrency``
   requests are in flight; 5xx at ``rate_5xx``; hangs (longer than any client timeout) at
-  ``rate_timeout``; faults drawn from a seeded RNG so runs repeat;
+  ``rate_timeout``; calls slower by ``slow_s`` that still succeed at ``rate_slow``; faults
+  drawn from a seeded RNG so runs repeat;
 * embeddings responses shuffled (``shuffle``) or with items dropped (``drop_rate``);
 * 401 unless the bearer token equals ``api_key`` (when one is set).
 
@@ -53,7 +54,7 @@ from workers.server import (
     parse_embeddings,
 )
 
-Fault = Literal["ok", "rate_limited", "server_error", "hang"]
+Fault = Literal["ok", "rate_limited", "server_error", "hang", "slow"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class EmulatorConfig:
     rate_5xx: float = 0.0
     rate_timeout: float = 0.0
     hang_s: float = 30.0
+    rate_slow: float = 0.0
+    slow_s: float = 2.0
     shuffle: bool = False
     drop_rate: float = 0.0
     seed: int = 0
@@ -88,12 +91,14 @@ class EmulatorConfig:
             ("retry_after_s", self.retry_after_s >= 0),
             ("retry_after_format", self.retry_after_format in ("seconds", "date")),
             ("hang_s", self.hang_s >= 0),
+            ("slow_s", self.slow_s >= 0),
             ("drop_rate", 0 <= self.drop_rate <= 1),
         ]
-        for name in ("rate_429", "rate_5xx", "rate_timeout"):
+        for name in ("rate_429", "rate_5xx", "rate_timeout", "rate_slow"):
             checks.append((name, 0 <= getattr(self, name) <= 1))
         checks.append(
-            ("rate_429 + rate_5xx + rate_timeout", self.rate_429 + self.rate_5xx + self.rate_timeout <= 1)
+            ("rate_429 + rate_5xx + rate_timeout + rate_slow",
+             self.rate_429 + self.rate_5xx + self.rate_timeout + self.rate_slow <= 1)
         )
         for name, ok in checks:
             if not ok:
@@ -188,6 +193,8 @@ class Emulator:
             return "server_error"
         if draw < c.rate_429 + c.rate_5xx + c.rate_timeout:
             return "hang"
+        if draw < c.rate_429 + c.rate_5xx + c.rate_timeout + c.rate_slow:
+            return "slow"
         return "ok"
 
     async def _fault_response(self, fault: Fault, request: Request) -> Response:
@@ -237,9 +244,11 @@ class Emulator:
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         try:
             fault = self._fault()
-            if fault != "ok":
+            if fault not in ("ok", "slow"):
                 response = await self._fault_response(fault, request)
             else:
+                if fault == "slow":
+                    await asyncio.sleep(self.config.slow_s)
                 await self._compute(len(inputs))
                 response = JSONResponse(answer())
                 if self.config.record_inputs:

@@ -8,6 +8,7 @@ drains); the one-off faults land inside the window, where they hit jobs in fligh
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,6 +72,6 @@ def _broker_faults(options: ScheduleOptions, *, at_s: float) -> list[PlannedFaul
     return [PlannedFault(at_s, "stop-broker", "kafka"), PlannedFault(back, "start-broker", "kafka")]
 
 
-def kinds(faults: list[PlannedFault]) -> set[str]:
-    """The distinct kinds of fault injected (a restart is not a kind of fault)."""
-    return {f.kind for f in faults if f.kind not in ("start-broker", "start-node")}
+def kinds(names: Iterable[str]) -> set[str]:
+    """The distinct kinds among fault kind ``names`` (bringing a broker back is not a fault)."""
+    return {name for name in names if name not in ("start-broker", "start-node")}

@@ -57,8 +57,8 @@ def test_workers_die_on_the_interval_through_the_tail(o: ScheduleOptions) -> Non
 
 
 def test_a_run_long_enough_injects_at_least_four_kinds() -> None:
-    assert len(kinds(plan(ScheduleOptions(window_s=60)))) >= 4
-    assert "kill-leader" in kinds(plan(ScheduleOptions(window_s=60, brokers=3)))
+    assert len(kinds(f.kind for f in plan(ScheduleOptions(window_s=60)))) >= 4
+    assert "kill-leader" in kinds(f.kind for f in plan(ScheduleOptions(window_s=60, brokers=3)))
 
 
 def test_same_seed_same_schedule() -> None:
