@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient
+from rich.console import Console
 
 from brigade.chaos.schedule import PlannedFault
 from brigade.chaos.stack import ChaosStack
@@ -32,8 +33,10 @@ class InjectedFault:
 class Injector:
     """Runs the schedule in a background thread from ``started`` (a ``time.monotonic`` value)."""
 
-    def __init__(self, stack: ChaosStack, schedule: list[PlannedFault], *, started: float) -> None:
+    def __init__(self, stack: ChaosStack, schedule: list[PlannedFault], *, started: float,
+                 console: Console) -> None:
         self._stack = stack
+        self._console = console
         self._schedule = schedule
         self._started = started
         self._stop = threading.Event()
@@ -63,8 +66,10 @@ class Injector:
                 detail = self._inject(fault)
             except BrigadeError as exc:
                 detail = f"failed: {exc}"
-            self.done.append(InjectedFault(at_s=time.monotonic() - self._started, kind=fault.kind,
-                                           target=fault.target, detail=detail))
+            done = InjectedFault(at_s=time.monotonic() - self._started, kind=fault.kind,
+                                 target=fault.target, detail=detail)
+            self.done.append(done)
+            self._console.print(f"{done.at_s:7.1f}s  {done.kind} {done.target}: {done.detail}")
 
     def _inject(self, fault: PlannedFault) -> str:
         if fault.kind in ("kill-worker", "kill-processor", "kill-api"):

@@ -33,7 +33,8 @@ class LogTail:
         self.lock = threading.Lock()
         self.undecodable = 0
         self._topic = Topology(settings).job_events
-        self._consumer = make_consumer(settings, f"chaos-tail-{uuid.uuid4().hex[:8]}")
+        # Quiet: the broker is down on purpose for a while, and the client reconnects alone.
+        self._consumer = make_consumer(settings, f"chaos-tail-{uuid.uuid4().hex[:8]}", log_level=0)
         self._partitions = settings.topics.partitions
         self._positions: dict[int, int] = {}
         self._stop = threading.Event()

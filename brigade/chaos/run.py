@@ -40,7 +40,7 @@ class RunOptions:
     rate: float = 40.0
     brokers: int = 1
     workers: int = 2
-    deadline_s: float = 900.0
+    deadline_s: float | None = None  # default: the submission window plus 320 s
     worker_every_s: float = 10.0
     seed: int = 0
     keep: Path | None = None
@@ -85,16 +85,19 @@ def _drive(stack: ChaosStack, receiver: Receiver, tail: LogTail, options: RunOpt
                                     worker_every_s=options.worker_every_s, seed=options.seed))
     console.print(f"run {run_id}: {options.jobs} jobs over {window:.0f}s, {len(schedule)} faults planned")
     began = time.monotonic()
-    injector = Injector(stack, schedule, started=began)
+    injector = Injector(stack, schedule, started=began, console=console)
     injector.start()
     stop = threading.Event()
     submitter = Submitter(stack.api_url, stack.keys, rate=options.rate)
     try:
         submitted = submitter.run(jobs, stop=stop, progress=_every(console, 500, "submitted"))
         injector.join()
-        deadline = began + options.deadline_s
-        _await_decisions(tail, submitted, console, deadline)
-        _await_callbacks(tail, receiver, submitted, deadline)
+        deadline = began + (options.deadline_s or window + 320.0)
+        try:
+            _await_decisions(tail, submitted, console, deadline)
+            _await_callbacks(tail, receiver, submitted, deadline)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: judging what the log holds now[/yellow]")
         replay_ok, replay_tail = _replay_until_equal(stack, deadline)
         report = _report(stack, receiver, tail, submitted, injector, options,
                          replay_ok=replay_ok, replay_tail=replay_tail, started=started)

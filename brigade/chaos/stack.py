@@ -10,6 +10,7 @@ callbacks go to the run's own receiver.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import subprocess
 import sys
@@ -88,10 +89,12 @@ def _await(check: Callable[[], bool], *, timeout_s: float, what: str) -> None:
 
 
 def _kafka_base_port(brokers: int) -> int:
-    # Node i takes base + 2i and base + 2i + 1: find a run of free ports (bounded tries).
-    for _ in range(100):
-        base = free_port()
-        if all(not port_taken("127.0.0.1", base + i) for i in range(1, 2 * brokers)):
+    # Node i takes base + 2i and base + 2i + 1. Below the kernel's ephemeral range (from
+    # 32768), so no client socket or other free_port() takes a port while a broker is down.
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000, 2)
+        if all(not port_taken("127.0.0.1", base + i) for i in range(2 * brokers)):
             return base
     raise BrigadeError("no run of free loopback ports for the chaos brokers")
 
@@ -108,6 +111,7 @@ object_store_url = "file://{data}/objects"
 inline_threshold_bytes = 1024
 default_pool = "emulated"
 [kafka]
+bootstrap = "{','.join(f'127.0.0.1:{base + 2 * i}' for i in range(options.brokers))}"
 broker_port = {base}
 controller_port = {base + 1}
 brokers = {options.brokers}
