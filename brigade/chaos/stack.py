@@ -10,7 +10,6 @@ callbacks go to the run's own receiver.
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from rich.console import Console
 from brigade.errors import BrigadeError
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
-from brigade.kafka.cluster import LocalCluster
-from brigade.net import free_port, port_taken
+from brigade.kafka.cluster import LocalCluster, free_port_run
+from brigade.net import free_port
 from brigade.settings import Settings
 from brigade.supervisor import ChildSpec, Supervisor
 
@@ -88,20 +87,9 @@ def _await(check: Callable[[], bool], *, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _kafka_base_port(brokers: int) -> int:
-    # Node i takes base + 2i and base + 2i + 1. Below the kernel's ephemeral range (from
-    # 32768), so no client socket or other free_port() takes a port while a broker is down.
-    rng = random.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(20_000, 32_000, 2)
-        if all(not port_taken("127.0.0.1", base + i) for i in range(2 * brokers)):
-            return base
-    raise BrigadeError("no run of free loopback ports for the chaos brokers")
-
-
 def write_config(home: Path, *, options: StackOptions, emulator_port: int, callback_secret: str) -> Settings:
     """Write the stack's ``brigade.toml`` (absolute paths, free ports) and return its settings."""
-    base = _kafka_base_port(options.brokers)
+    base = free_port_run(2 * options.brokers)
     data = home / ".brigade"
     text = f"""
 data_dir = "{data}"

@@ -9,6 +9,7 @@ with its controller on ``controller_port + 2i``; its files live under
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from brigade.errors import KafkaError
 from brigade.kafka.local import LocalKafka, _cluster_id
+from brigade.net import port_taken
 from brigade.settings import Settings
 
 
@@ -93,6 +95,20 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise KafkaError(f"only some of {len(self.nodes)} brokers joined the cluster")
             time.sleep(0.2)
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports, for a cluster's nodes.
+
+    Taken below the kernel's ephemeral range (from 32768), so no client socket takes one
+    of them while its broker is down for a moment.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000, 2)
+        if all(not port_taken("127.0.0.1", base + i) for i in range(count)):
+            return base
+    raise KafkaError(f"no run of {count} free loopback ports")
 
 
 def _stored_cluster_id(data_dir: Path) -> str:

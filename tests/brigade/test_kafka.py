@@ -141,3 +141,45 @@ def test_group_lag_counts_uncommitted_messages(settings: Settings, topics: topol
     consumer.close()
     # Then the lag is what is left
     assert group_lag(admin, settings.kafka.bootstrap, group, [topics.commands]) == 20
+
+
+def test_brokers_setting_derives_bootstrap_and_replication() -> None:
+    settings = Settings(kafka={"brokers": 3, "broker_port": 21000, "controller_port": 21001})
+    assert settings.kafka.bootstrap == "127.0.0.1:21000,127.0.0.1:21002,127.0.0.1:21004"
+    assert settings.topics.replication == 3
+    spec = topology.Topology(settings).specs()[0]
+    assert (spec.replication, spec.config["min.insync.replicas"]) == (3, "2")
+    explicit = Settings(kafka={"brokers": 3, "bootstrap": "h:1"}, topics=TopicSettings(replication=2))
+    assert (explicit.kafka.bootstrap, explicit.topics.replication) == ("h:1", 2)
+    assert "min.insync.replicas" not in topology.Topology(Settings()).specs()[0].config
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_three_broker_cluster_survives_the_leader_sigkill(tmp_path: Path) -> None:
+    from brigade.kafka.cluster import LocalCluster, free_port_run
+
+    base = free_port_run(6)
+    cluster = LocalCluster.on_ports(tmp_path / "kafka", count=3, port=base, controller_port=base + 1,
+                                    heap="256m")
+    settings = Settings(kafka={"bootstrap": cluster.bootstrap, "topic_prefix": "k3", "brokers": 3})
+    cluster.start()
+    try:
+        # Given the topology on three brokers, replicated three times, two in sync required
+        assert not topology.apply(make_admin(settings), topology.Topology(settings).specs()).drift
+        topic = settings.topic("job-events")
+        partition = make_admin(settings).list_topics(topic, timeout=10).topics[topic].partitions[0]
+        assert len(partition.replicas) == 3
+        # When the partition's leader is SIGKILLed
+        cluster.node(partition.leader).kill()
+        # Then acks=all writes to it still succeed, and every one is read back
+        producer = Producer(producer_config(settings))
+        for i in range(20):
+            producer.produce(topic, partition=0, key=f"j{i}", value=codec.encode(_event(f"j{i}", 1)))
+        assert producer.flush(120) == 0
+        assert len(_consume(settings, topic, 20, timeout_s=120)) == 20
+        cluster.node(partition.leader).start()
+        assert len(cluster.pids()) == 3
+    finally:
+        cluster.stop()
+    assert cluster.pids() == []

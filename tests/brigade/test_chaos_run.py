@@ -1,0 +1,34 @@
+"""A short ``brigade chaos`` run through real processes: the ledger must come out clean."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+
+@pytest.mark.timeout(900)
+def test_short_chaos_run_loses_nothing_and_decides_nothing_twice(tmp_path: Path) -> None:
+    # Given a fresh stack, 300 jobs over 50 s, and every kind of fault at least once
+    report_path = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "brigade", "chaos", "--jobs", "300", "--rate", "6", "--deadline", "300",
+         "--keep", str(tmp_path / "stack"), "--report", str(report_path)],
+        capture_output=True, text=True, timeout=880, check=False,
+    )
+    assert report_path.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    # Then the faults really happened
+    assert {"kill-worker", "kill-processor", "kill-api", "stop-broker"} <= set(report["fault_kinds"])
+    assert all(not f["detail"].startswith("failed") for f in report["faults"]), report["faults"]
+    # And the ledger, read from the log, the store, the emulator and the receiver, is clean
+    summary = {k: report[k] for k in ("submitted", "terminal", "lost", "decided_twice", "duplicate_results",
+                                      "results_missing", "callbacks_missing", "replay_equals_live")}
+    assert report["submitted"] == 300, summary
+    assert report["clean"], summary
+    assert run.returncode == 0
