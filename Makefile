@@ -20,7 +20,7 @@ BACKEND_ENV := $(if $(filter file,$(origin MODEL)),,BRIGADE_BUILTIN_MODEL__BACKE
 # A machine that keeps wheels on local disk (for example a CPU build of torch) says so here.
 FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),)
 
-.PHONY: run test lint typecheck bench deps clean
+.PHONY: run test lint typecheck bench chaos deps clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==0.13.8"
@@ -51,6 +51,12 @@ bench: $(STAMP)
 	# The Celery baseline runs on Debian's redis-server, started by the benchmark on loopback.
 	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
 	$(PY) -m bench
+
+# The whole stack under faults (docs/chaos.md); exits 1 when a job is lost or decided twice.
+CHAOS_JOBS ?= 20000
+CHAOS_BROKERS ?= 1
+chaos: $(STAMP)
+	$(VENV)/bin/brigade chaos --jobs $(CHAOS_JOBS) --brokers $(CHAOS_BROKERS) --report chaos-report.json
 
 clean:
 	rm -rf $(VENV) .brigade
