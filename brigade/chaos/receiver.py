@@ -49,10 +49,11 @@ class Receiver:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
+        """Stop serving (when started) and close the socket."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=10)
         self._server.server_close()
-        self._thread.join(timeout=10)
 
     def delivered(self) -> set[str]:
         """Job ids with at least one verified delivery."""
