@@ -83,6 +83,17 @@ def test_latency_has_a_per_batch_and_per_item_cost(emulator: str) -> None:
     assert time.monotonic() - started >= 0.3
 
 
+def test_slow_calls_take_longer_and_still_succeed(emulator: str) -> None:
+    configure(emulator, rate_slow=1.0, slow_s=0.3)
+    started = time.monotonic()
+    response = httpx.post(f"{emulator}/v1/embeddings", json={"input": "slow"})
+    # A lower bound only: a loaded machine can make it slower, never faster.
+    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200
+    too_many = {"rate_slow": 0.5, "rate_429": 0.6}
+    assert httpx.post(f"{emulator}/_emulator/config", json=too_many).status_code == 400
+
+
 async def test_concurrency_above_the_limit_is_rate_limited(emulator: str) -> None:
     configure(emulator, batch_latency_ms=300, max_concurrency=1, gpu_slots=4, retry_after_s=2)
     async with httpx.AsyncClient() as client:
