@@ -89,6 +89,8 @@ class Supervisor:
             process = child.process
             if child.spec.name == name and process is not None and process.poll() is None:
                 _signal_group(process, signal.SIGKILL)
+                # Reaped before returning, so a second kill right after finds it down.
+                process.wait()
                 return process.pid
         return None
 
