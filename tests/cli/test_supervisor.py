@@ -87,3 +87,35 @@ def test_child_that_dies_during_start_up_is_reported(tmp_path: Path) -> None:
                                    ready=lambda: False))
     supervisor.stop_all()
     console.file.close()
+
+
+def test_kill_one_child_by_name_and_it_comes_back(tmp_path: Path) -> None:
+    import threading
+
+    marker = tmp_path / "starts"
+    sleeper = _script(tmp_path, "sleeper", f"""
+import os, time
+with open({str(marker)!r}, "a") as f:
+    f.write(f"{{os.getpid()}}\\n")
+time.sleep(600)
+""")
+    console = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - closed with the console
+    supervisor = Supervisor(log_dir=tmp_path / "logs", console=console, backoff_base_s=0.1, grace_s=5)
+    supervisor.start(ChildSpec(name="a", argv=sleeper))
+    supervisor.start(ChildSpec(name="b", argv=sleeper))
+    watcher = threading.Thread(target=supervisor.run_until_stopped, kwargs={"poll_s": 0.05})
+    watcher.start()
+    try:
+        _poll(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2)
+        first = supervisor.kill("a")
+        # The killed child is already reaped: killing it again finds it down
+        assert first is not None and not _alive(first)
+        assert supervisor.kill("nobody") is None
+        _poll(lambda: len(marker.read_text().splitlines()) == 3)
+        pids = [int(line) for line in marker.read_text().splitlines()]
+        assert all(_alive(pid) for pid in pids if pid != first)
+    finally:
+        supervisor.request_stop()
+        watcher.join()
+        supervisor.stop_all()
+        console.file.close()
