@@ -40,7 +40,9 @@ class RunOptions:
     rate: float = 40.0
     brokers: int = 1
     workers: int = 2
-    deadline_s: float | None = None  # default: the submission window plus 320 s
+    # Default: the submission window plus 420 s, room for a work item lost before it started
+    # to reach the processors' dispatch deadline (300 s by default) and run again.
+    deadline_s: float | None = None
     worker_every_s: float = 10.0
     seed: int = 0
     keep: Path | None = None
@@ -92,7 +94,7 @@ def _drive(stack: ChaosStack, receiver: Receiver, tail: LogTail, options: RunOpt
     try:
         submitted = submitter.run(jobs, stop=stop, progress=_every(console, 500, "submitted"))
         injector.join()
-        deadline = began + (options.deadline_s or window + 320.0)
+        deadline = began + (options.deadline_s or window + 420.0)
         try:
             _await_decisions(tail, submitted, console, deadline)
             _await_callbacks(tail, receiver, submitted, deadline)

@@ -111,9 +111,6 @@ lag_hard_limit = 20000000
 [retry]
 base_s = 0.2
 lease_s = 30
-# A work item lost before it started is dispatched again after this long (ignored by
-# versions without a dispatch deadline).
-dispatch_timeout_s = 60
 [callbacks]
 allow_private = true
 secret_key = "{callback_secret}"
