@@ -50,7 +50,7 @@ def model_server(
     rate_5xx: Annotated[float, typer.Option(help="Fraction answered 500.", rich_help_panel=_EMU)] = 0.0,
     rate_timeout: Annotated[float, typer.Option(help="Fraction that hang.", rich_help_panel=_EMU)] = 0.0,
     hang_s: Annotated[float, typer.Option(help="How long a hang lasts.", rich_help_panel=_EMU)] = 30.0,
-    rate_slow: Annotated[float, typer.Option(help="Fraction slowed by --slow-s.", rich_help_panel=_EMU)] = 0.0,
+    rate_slow: Annotated[float, typer.Option(help="Fraction made slower.", rich_help_panel=_EMU)] = 0.0,
     slow_s: Annotated[float, typer.Option(help="Extra time of a slow call.", rich_help_panel=_EMU)] = 2.0,
     drop_rate: Annotated[float, typer.Option(help="Fraction of items left out.", rich_help_panel=_EMU)] = 0.0,
     shuffle: Annotated[bool, typer.Option(help="Shuffle embedding order.", rich_help_panel=_EMU)] = False,
