@@ -104,26 +104,41 @@ class Submitter:
             progress: Callable[[int], None] | None = None) -> Submitted:
         """Submit every job (paced) and its planned cancellation; returns what was accepted."""
         started = time.monotonic()
+        pool = ThreadPoolExecutor(self._threads, thread_name_prefix="chaos-submit")
+        cancels = ThreadPoolExecutor(2, thread_name_prefix="chaos-cancel")
         try:
-            with (ThreadPoolExecutor(self._threads, thread_name_prefix="chaos-submit") as pool,
-                  ThreadPoolExecutor(2, thread_name_prefix="chaos-cancel") as cancels):
-                for job in jobs:
-                    due = started + job.index / self._rate
-                    if stop.wait(max(0.0, due - time.monotonic())):
-                        break
-                    pool.submit(self._submit, job, stop, cancels)
-                    if progress is not None:
-                        progress(job.index + 1)
-                pool.shutdown(wait=True)
+            for job in jobs:
+                # Paced, but never more than a few seconds of submissions ahead of the API:
+                # an overloaded API is not helped by a queue of retrying clients.
+                due = started + job.index / self._rate
+                while not stop.is_set() and self._backlog(job.index) > self._rate * 5:
+                    stop.wait(0.1)
+                if stop.wait(max(0.0, due - time.monotonic())):
+                    break
+                pool.submit(self._submit, job, stop, cancels)
+                if progress is not None:
+                    progress(job.index + 1)
+            pool.shutdown(wait=True)
+        except BaseException:
+            # Ctrl-C: drop what is queued, let the running submissions see ``stop``.
+            stop.set()
+            raise
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            cancels.shutdown(wait=True, cancel_futures=True)
             for client in self._clients:
                 client.close()
         return self.submitted
 
+    def _backlog(self, index: int) -> int:
+        with self.submitted.lock:
+            return index - len(self.submitted.accepted) - self.submitted.not_accepted
+
     def _client(self, tenant: str) -> Client:
         clients: dict[str, Client] = self._local.__dict__.setdefault("clients", {})
         if tenant not in clients:
-            clients[tenant] = Client(self._url, api_key=self._keys[tenant], timeout_s=20)
+            # A long timeout: a request the API is still working on is not sent again.
+            clients[tenant] = Client(self._url, api_key=self._keys[tenant], timeout_s=120)
             with self.submitted.lock:
                 self._clients.append(clients[tenant])
         return clients[tenant]
