@@ -25,7 +25,7 @@ console = Console()
 # Each subsystem adds its own commands; the CLI stays a thin switchboard.
 _SUBSYSTEM_CLIS = (
     "processors.cli", "projections.cli", "ingress.cli", "workers.cli", "workers.cli_models", "cli.stack",
-    "brigade.chaos.command",
+    "cli.chaos.command",
 )
 
 

@@ -106,12 +106,12 @@ time.sleep(600)
     watcher = threading.Thread(target=supervisor.run_until_stopped, kwargs={"poll_s": 0.05})
     watcher.start()
     try:
-        _poll(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2)
+        poll_until(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2, what="two starts")
         first = supervisor.kill("a")
         # The killed child is already reaped: killing it again finds it down
         assert first is not None and not _alive(first)
         assert supervisor.kill("nobody") is None
-        _poll(lambda: len(marker.read_text().splitlines()) == 3)
+        poll_until(lambda: len(marker.read_text().splitlines()) == 3, what="a restart")
         pids = [int(line) for line in marker.read_text().splitlines()]
         assert all(_alive(pid) for pid in pids if pid != first)
     finally:

@@ -28,7 +28,7 @@ from brigade.kafka.clients import make_admin
 from brigade.kafka.cluster import LocalCluster, free_port_run
 from brigade.net import free_port
 from brigade.settings import Settings
-from brigade.supervisor import ChildSpec, Supervisor
+from cli.supervisor import ChildSpec, Supervisor
 
 MODEL = "emulated-minilm"
 TENANTS = ("chaos-a", "chaos-b", "chaos-c")

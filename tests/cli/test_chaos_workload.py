@@ -8,8 +8,8 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brigade.chaos.receiver import Receiver, refuses_first_attempt
-from brigade.chaos.workload import plan_jobs
+from cli.chaos.receiver import Receiver, refuses_first_attempt
+from cli.chaos.workload import plan_jobs
 from workers.callbacks import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 TENANTS = ["a", "b", "c"]

@@ -28,7 +28,7 @@ def chaos(
     keep: Annotated[Path | None, typer.Option(help="Run in this directory and keep it (logs).")] = None,
 ) -> None:
     """Run a fresh stack under faults and check that no job is lost or decided twice; exit 1 if any is."""
-    from brigade.chaos.run import RunOptions, print_report, run, write_report
+    from cli.chaos.run import RunOptions, print_report, run, write_report
 
     console = Console()
     options = RunOptions(jobs=jobs, rate=rate, brokers=brokers, workers=workers, deadline_s=deadline,

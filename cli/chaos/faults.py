@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from brigade.chaos.schedule import PlannedFault
-from brigade.chaos.stack import ChaosStack
 from brigade.errors import BrigadeError
 from brigade.kafka.topology import Topology
+from cli.chaos.schedule import PlannedFault
+from cli.chaos.stack import ChaosStack
 from projections.logread import log_end_offsets
 
 

@@ -22,13 +22,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from brigade.chaos import ledger as lg
-from brigade.chaos.faults import Injector
-from brigade.chaos.observe import LogTail, emulator_stats, end_offsets, result_in_store
-from brigade.chaos.receiver import Receiver
-from brigade.chaos.schedule import ScheduleOptions, kinds, plan
-from brigade.chaos.stack import TENANTS, ChaosStack, StackOptions, chaos_stack
-from brigade.chaos.workload import Submitted, Submitter, plan_jobs
+from cli.chaos import ledger as lg
+from cli.chaos.faults import Injector
+from cli.chaos.observe import LogTail, emulator_stats, end_offsets, result_in_store
+from cli.chaos.receiver import Receiver
+from cli.chaos.schedule import ScheduleOptions, kinds, plan
+from cli.chaos.stack import TENANTS, ChaosStack, StackOptions, chaos_stack
+from cli.chaos.workload import Submitted, Submitter, plan_jobs
 from workers.callbacks import tenant_secret
 
 

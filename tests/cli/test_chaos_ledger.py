@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brigade.chaos.ledger import (
+from cli.chaos.ledger import (
     Ledger,
     LoggedEvent,
     callbacks_missing,

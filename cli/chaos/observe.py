@@ -16,11 +16,11 @@ import fsspec
 import httpx
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from brigade.chaos.ledger import Ledger, LoggedEvent, logged_event
 from brigade.errors import DecodeError
 from brigade.kafka.clients import make_consumer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
+from cli.chaos.ledger import Ledger, LoggedEvent, logged_event
 from schemas.codec import Codec
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brigade.chaos.schedule import ScheduleOptions, kinds, plan
+from cli.chaos.schedule import ScheduleOptions, kinds, plan
 
 options = st.builds(
     ScheduleOptions,
