@@ -62,7 +62,7 @@ class ChaosStack:
 
     def brigade(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
         """Run ``brigade ARGS`` in the stack's directory, as an operator would."""
-        return subprocess.run([sys.executable, "-m", "brigade", *args], cwd=self.home, env=_env(self.home),
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=self.home, env=_env(self.home),
                               capture_output=True, text=True, timeout=timeout_s, check=False)
 
 
@@ -143,7 +143,7 @@ def _settings_at(home: Path) -> Settings:
 
 def child_specs(settings: Settings, options: StackOptions, home: Path) -> list[ChildSpec]:
     """The supervised children, in start order: API, processors, workers."""
-    brigade = [sys.executable, "-m", "brigade"]
+    brigade = [sys.executable, "-m", "cli"]
     env = _env(home)
     api = f"http://{settings.api.host}:{settings.api.port}"
     specs = [ChildSpec(name="api", argv=[*brigade, "api"], env=env, ready=lambda: _ok(f"{api}/readyz"),
@@ -157,7 +157,7 @@ def child_specs(settings: Settings, options: StackOptions, home: Path) -> list[C
 
 
 def _emulator(home: Path, port: int, options: StackOptions) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "brigade", "model-server", "--emulate", "--port", str(port),
+    argv = [sys.executable, "-m", "cli", "model-server", "--emulate", "--port", str(port),
             "--model", MODEL, "--batch-latency-ms", "10", "--item-latency-ms", "0.2", "--gpu-slots", "2",
             "--rate-429", str(options.rate_429), "--retry-after-s", "1", "--rate-5xx", str(options.rate_5xx),
             "--rate-timeout", str(options.rate_timeout), "--hang-s", "8",
