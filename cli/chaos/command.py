@@ -21,8 +21,7 @@ def chaos(
     = 1,
     workers: Annotated[int, typer.Option(min=2, help="Worker processes (one SIGKILLed every interval).")] = 2,
     worker_every: Annotated[float, typer.Option(help="Seconds between worker SIGKILLs.")] = 10.0,
-    deadline: Annotated[float | None, typer.Option(
-        help="Seconds from the first submission until judging (default: submission window + 420).")] = None,
+    deadline: Annotated[float, typer.Option(help="Seconds after the last submission until judging.")] = 420.0,
     seed: Annotated[int, typer.Option(help="Seed of the workload, the faults and the model's errors.")] = 0,
     report: Annotated[Path | None, typer.Option(help="Write the ledger here as JSON.")] = None,
     keep: Annotated[Path | None, typer.Option(help="Run in this directory and keep it (logs).")] = None,

@@ -17,7 +17,7 @@ def test_short_chaos_run_loses_nothing_and_decides_nothing_twice(tmp_path: Path)
     # Given a fresh stack, 300 jobs over 50 s, and every kind of fault at least once
     report_path = tmp_path / "report.json"
     run = subprocess.run(
-        [sys.executable, "-m", "cli", "chaos", "--jobs", "300", "--rate", "6", "--deadline", "480",
+        [sys.executable, "-m", "cli", "chaos", "--jobs", "300", "--rate", "6", "--deadline", "420",
          "--keep", str(tmp_path / "stack"), "--report", str(report_path)],
         capture_output=True, text=True, timeout=1150, check=False,
     )
