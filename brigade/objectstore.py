@@ -55,3 +55,12 @@ def read_bytes(url: str) -> bytes:
     except OSError as exc:
         raise ObjectStoreError(f"reading {url} failed: {exc}") from exc
     return data
+
+
+def object_exists(url: str) -> bool:
+    """Whether an object is stored at ``url`` (False when the store cannot parse it)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        return bool(fs.exists(path))
+    except (OSError, ValueError):
+        return False

@@ -147,6 +147,13 @@ class ApiSettings(BaseModel):
     lag_soft_limit: int = 50_000
     lag_hard_limit: int = 200_000
     tenants_file: Path | None = None
+    # Connections plus in-flight requests per API process before uvicorn answers 503.
+    limit_concurrency: int = Field(default=2048, ge=1)
+    backlog: int = Field(default=1024, ge=1)
+    timeout_keep_alive_s: int = Field(default=5, ge=1)
+    # Concurrent ?wait= requests per tenant and per API process (429 beyond either).
+    max_waits_per_tenant: int = Field(default=500, ge=1)
+    max_waits: int = Field(default=2000, ge=1)
 
 
 class CallbackSettings(BaseModel):
@@ -155,6 +162,10 @@ class CallbackSettings(BaseModel):
     # tenant id -> HMAC-SHA256 secret; tenants not listed get HMAC(secret_key, tenant id).
     secrets: dict[str, str] = Field(default_factory=dict)
     secret_key: str | None = None
+    # Tenants whose callbacks may target loopback or private addresses; everyone else's
+    # are refused at delivery on the resolved address. allow_private lifts the guard for
+    # every tenant (a deployment whose receivers all sit on a private network).
+    private_tenants: list[str] = Field(default_factory=lambda: ["dev"])
     allow_private: bool = False
     max_attempts: int = Field(default=5, ge=1)
     backoff_base_s: float = Field(default=0.5, gt=0)
@@ -177,6 +188,10 @@ class Settings(BaseSettings):
     clickhouse_url: str = "chdb://.brigade/clickhouse"
     object_store_url: str = "file://.brigade/objects"
     inline_threshold_bytes: int = Field(default=64 * 1024, ge=1)
+    # The largest payload the API stores and a worker reads back (reads stop past it).
+    max_payload_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Bytes of stored payloads one tenant may keep in the object store (POST /v1/payloads).
+    payload_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     retry: RetrySettings = RetrySettings()
     api: ApiSettings = ApiSettings()
     callbacks: CallbackSettings = CallbackSettings()

@@ -8,7 +8,6 @@ workers. Stopping runs in reverse, and the broker stops last so every child can 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from brigade.kafka.clients import make_admin
 from brigade.kafka.local import LocalKafka
 from brigade.net import port_taken
 from brigade.settings import Settings
+from brigade.signing import callback_key
 from cli.supervisor import ChildSpec, Supervisor
 
 
@@ -120,20 +120,15 @@ def _absolute_url(url: str, scheme: str, home: Path) -> str:
 
 
 def _callback_env(settings: Settings) -> dict[str, str]:
-    """Callback signing for the embedded stack: a secret made once and kept in the data dir.
+    """Callback signing for the embedded stack: a key made once and kept in the data dir.
 
-    Loopback targets are allowed here because ingress already refuses private callback URLs
-    for tenants not allowed them; the workers' own guard is for deployments without that.
+    Private callback targets stay refused for every tenant but those in
+    ``callbacks.private_tenants`` (the dev tenant by default): the workers' guard is the
+    one that sees the resolved address, so it is never switched off wholesale here.
     """
-    env = {"BRIGADE_CALLBACKS__ALLOW_PRIVATE": "true"}
-    if settings.callbacks.secret_key is None:
-        path = settings.path("callback-secret")
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        env["BRIGADE_CALLBACKS__SECRET_KEY"] = path.read_text().strip()
-    return env
+    if settings.callbacks.secret_key is not None:
+        return {}
+    return {"BRIGADE_CALLBACKS__SECRET_KEY": callback_key(settings)}
 
 
 def _pool_args(settings: Settings) -> list[str]:

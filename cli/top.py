@@ -18,6 +18,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from brigade.endpoints import operator_token_path
 from brigade.kafka.lag import committed_offsets, end_offsets
 from brigade.settings import Settings
 
@@ -52,12 +53,16 @@ def lags(admin: AdminClient, bootstrap: str, groups: Iterable[str]) -> list[Grou
     return rows
 
 
-def scrape(endpoints: Iterable[str]) -> Sample:
-    """Every ``brigade_*`` sample of every endpoint that answers; silent for those that don't."""
+def scrape(endpoints: Iterable[str], *, token: str | None = None) -> Sample:
+    """Every ``brigade_*`` sample of every endpoint that answers; silent for those that don't.
+
+    ``token`` (the operator token) is sent as a bearer token: the API's /metrics needs it.
+    """
     values: Sample = {}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     for url in endpoints:
         try:
-            text = httpx.get(url, timeout=2).text
+            text = httpx.get(url, timeout=2, headers=headers).text
         except httpx.HTTPError:
             continue
         for family in text_string_to_metric_families(text):
@@ -101,10 +106,15 @@ def run(settings: Settings, admin: AdminClient, endpoints: list[str], *, interva
     with Live(refresh_per_second=2, screen=False) as live:
         while iterations is None or count < iterations:
             groups = brigade_groups(admin, settings.kafka.topic_prefix)
-            now = scrape(endpoints)
+            now = scrape(endpoints, token=_operator_token(settings))
             elapsed = time.monotonic() - last
             live.update(Group(lag_table(lags(admin, settings.kafka.bootstrap, groups)),
                               metrics_table(now, before, elapsed)))
             before, last, count = now, time.monotonic(), count + 1
             if iterations is None or count < iterations:
                 time.sleep(interval_s)
+
+
+def _operator_token(settings: Settings) -> str | None:
+    path = operator_token_path(settings)
+    return path.read_text().strip() if path.exists() else None

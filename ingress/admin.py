@@ -6,9 +6,13 @@ cannot open it while the stack runs. They send their SQL here instead
 (:class:`projections.backends.proxy.ProxyClickHouse`) and decode the raw ``JSONCompact``
 bytes themselves, so results are typed exactly as with a direct connection.
 
-The endpoint runs any SQL, so it takes an operator token, never a tenant key: a random
-token kept in ``<data dir>/operator-token`` (mode 0600), which only whoever may read the
-data directory (and so could open chDB anyway) can present.
+The endpoint takes an operator token, never a tenant key: a random token kept in
+``<data dir>/operator-token`` (mode 0600), which only whoever may read the data directory
+(and so could open chDB anyway) can present. Even so it is read-only on the server side:
+statements run on a connection of their own with ClickHouse's ``readonly=1`` (no writes,
+DDL, setting changes or table functions), and calls to functions that reach outside the
+database (``file()``, ``url()``, ``remote()``...) are refused before they run
+(:mod:`ingress.sqlguard`), so a leaked token reads the projections and nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from brigade.errors import ProjectionError
 from brigade.settings import Settings
 from ingress.errors import ApiError
 from ingress.http import JSON_TYPE, parse_body
+from ingress.sqlguard import refused_call
 
 
 class RawClickHouse(Protocol):
@@ -109,6 +114,11 @@ def operator_of(request: Request) -> Operator:
     return operator
 
 
+def require_operator(request: Request, expected: str) -> None:
+    """401 unless the request carries the operator token (``Authorization: Bearer``)."""
+    _check_token(request, expected)
+
+
 def _check_token(request: Request, expected: str) -> None:
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     ok = scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected.encode())
@@ -135,6 +145,13 @@ async def admin_clickhouse(request: Request) -> Response:
             "wrong_database",
             f"the API's connection uses database {clickhouse.database!r}, not {body.database!r}",
         )
+    refused = refused_call(body.sql)
+    if refused is not None:
+        reason = (
+            "the statement has an unclosed quote or comment" if refused == "unparsable"
+            else f"{refused}() reaches outside the database; the operator endpoint is read-only"
+        )
+        raise ApiError(400, "sql_refused", reason)
     try:
         raw = await run_in_threadpool(clickhouse.query_bytes, body.sql, body.format, body.params)
     except ProjectionError as exc:

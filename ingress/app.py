@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+from confluent_kafka import KafkaException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,15 +22,19 @@ from ingress.metrics import ApiMetrics
 from ingress.middleware import Authenticate, BodyLimit, ErrorBoundary, MetricsMiddleware
 from ingress.openapi import openapi_bytes
 from ingress.producer import CommandPublisher
+from ingress.readiness import Readiness
 from ingress.routes import PUBLIC_PATHS, ROUTES
 from ingress.service import Ingress
 from ingress.tenants import TenantStore
+from ingress.waiters import EventTail
 from projections.backends import connect
 from projections.backends.chdb import ChdbClickHouse
 from projections.migrations import MIGRATIONS, apply_migrations
 from projections.projector import Projector
 from projections.queries import ClickHouseReadModel
 from projections.readmodel import ReadModel
+
+log = logging.getLogger(__name__)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -96,6 +103,18 @@ def create_app(
             )
             ingress.lag.start()
             stack.callback(ingress.lag.stop)
+            monitor = ingress.lag
+            # Read at scrape time, on whichever port is scraped.
+            metrics.consumer_lag.set_function(lambda: float("nan") if monitor.lag is None else monitor.lag)
+            if settings.metrics_port:
+                _serve_metrics(settings, metrics, stack)
+            publisher = ingress.publisher
+            ingress.readiness = Readiness(
+                probe=lambda: publisher.reachable(2.0), required=ingress.required_topics()
+            )
+            ingress.readiness.start()
+            stack.callback(ingress.readiness.stop)
+            _start_tail(settings, ingress, stack)
             if own_read_side:
                 ingress.read_model = _open_read_side(
                     settings, stack, run_projector=projector, operator=operator
@@ -108,7 +127,35 @@ def create_app(
     app.state.ingress = ingress
     app.state.operator = operator
     app.state.openapi = openapi_bytes(settings)
+    app.state.operator_token = ensure_operator_token(settings)
     return app
+
+
+def _start_tail(settings: Settings, ingress: Ingress, stack: contextlib.AsyncExitStack) -> None:
+    """Tail the job events for ?wait=; without it (no topic yet) waits fall back to slow polling."""
+    tail = EventTail(settings=settings, registry=ingress.waits, loop=asyncio.get_running_loop())
+    try:
+        tail.start()
+    except (KafkaException, KeyError) as exc:
+        log.warning("job events not tailed (%s): ?wait= polls the read model every second", exc)
+        return
+    ingress.tail = tail
+    stack.callback(tail.stop)
+
+
+def _serve_metrics(settings: Settings, metrics: ApiMetrics, stack: contextlib.AsyncExitStack) -> None:
+    """Anonymous /metrics on the operator port (``metrics_host:metrics_port``), as other processes do."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry
+        )
+    except OSError as exc:  # another worker process of this API serves the port already
+        log.warning("metrics port %s not served by this process: %s", settings.metrics_port, exc)
+        return
+    stack.callback(server.server_close)
+    stack.callback(server.shutdown)
 
 
 def _open_read_side(
@@ -117,11 +164,14 @@ def _open_read_side(
     """The projections' ClickHouse read model, migrated, and the projector when it runs here."""
     clickhouse = connect(settings.clickhouse_url)
     stack.callback(clickhouse.close)
-    if isinstance(clickhouse, ChdbClickHouse):
-        # This process now holds the chDB directory; operator commands come through here.
-        operator.attach(clickhouse, ensure_operator_token(settings))
-        stack.callback(operator.detach)
     apply_migrations(clickhouse, MIGRATIONS)
+    if isinstance(clickhouse, ChdbClickHouse):
+        # This process now holds the chDB directory; operator commands come through here,
+        # on a connection of their own that ClickHouse keeps read-only.
+        readonly = ChdbClickHouse(clickhouse.path, readonly=True)
+        stack.callback(readonly.close)
+        operator.attach(readonly, ensure_operator_token(settings))
+        stack.callback(operator.detach)
     if run_projector:
         projector = Projector(settings=settings, clickhouse=clickhouse)
         projector.start()

@@ -38,6 +38,7 @@ class _Item:
     index: int
     result: BatchItemResult | None = None  # set once the item is answered
     job: PreparedJob | None = None
+    repeat: bool = False  # a repeat known by its durable claim: published again, answered 200
 
 
 def _validate_all(jobs: list[dict[str, Any]], prefix: str | None) -> list[tuple[JobRequest | None, _Item]]:
@@ -93,18 +94,29 @@ async def _admit(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
         except ApiError as error:
             _fail(item, error)
             continue
-        if repeat is not None:
+        if repeat is not None and not repeat.publish:
             item.result = BatchItemResult(index=item.index, status=200, jobId=repeat.job_id, duplicate=True)
             item.job = None
         else:
+            item.repeat = repeat is not None
             seen[item.job.job_id] = item.job.payload_hash
 
 
+async def _offload(ingress: Ingress, tenant: Tenant, item: _Item) -> None:
+    assert item.job is not None and item.job.offload is not None
+    try:
+        await run_in_threadpool(ingress.quota.reserve, tenant.tenant_id, len(item.job.offload))
+    except ApiError as error:  # this item passes the tenant's quota; the others go on
+        _fail(item, error)
+        return
+    await run_in_threadpool(offload, item.job)
+
+
 async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
-    jobs = [item for item in items if item.job is not None]
-    for item in jobs:
+    for item in items:
         if item.job is not None and item.job.offload is not None:
-            await run_in_threadpool(offload, item.job)
+            await _offload(ingress, tenant, item)
+    jobs = [item for item in items if item.job is not None]
     assert ingress.publisher is not None, "the lifespan attaches the publisher"
     outcomes = await ingress.publisher.publish_many_async(
         [(i.job.command(), i.job.job_id) for i in jobs if i.job], timeout_s=ingress.produce_timeout_s
@@ -116,7 +128,10 @@ async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None
             _fail(item, ApiError(503, "broker_unavailable", f"the job could not be stored: {outcome}"))
         else:
             stored.append(item.job)
-            item.result = BatchItemResult(index=item.index, status=202, jobId=item.job.job_id)
+            status = 200 if item.repeat else 202
+            item.result = BatchItemResult(
+                index=item.index, status=status, jobId=item.job.job_id, duplicate=item.repeat
+            )
     ingress.remember(tenant, stored)
 
 

@@ -1,32 +1,31 @@
 """Callback URL policy: only http(s), and no private, loopback or link-local targets.
 
-The check looks at the URL as written (literal addresses and well-known local names); it
+The check looks at the URL as written (literal addresses in any spelling a resolver accepts,
+IPv4 inside IPv6, and well-known local names); it
 does not resolve DNS at submission time, because a name can resolve differently when the
 callback is sent. The worker that sends the callback re-checks the resolved address.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
+
+from brigade.addresses import is_public_address, literal_address
 
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
 
 
 def _is_private_address(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global or address.is_multicast
+    address = literal_address(host)
+    return address is not None and not is_public_address(address)
 
 
 def is_private_host(host: str) -> bool:
     """True for loopback, private, link-local and reserved addresses and local-only names."""
     host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES) or ("." not in host and ":" not in host):
-        return True
-    return _is_private_address(host)
+    single_label = "." not in host and ":" not in host
+    local_name = host == "localhost" or host.endswith(_LOCAL_SUFFIXES) or single_label
+    return local_name or _is_private_address(host)
 
 
 def check_callback_url(url: str, *, allow_private: bool) -> str | None:

@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
             http=HTTP_PROTOCOL,
             log_level="warning",
             access_log=False,
+            limit_concurrency=settings.api.limit_concurrency,
+            backlog=settings.api.backlog,
+            timeout_keep_alive=settings.api.timeout_keep_alive_s,
         )
 
     @tenants_app.command("add")
@@ -99,6 +102,16 @@ def register(app: typer.Typer) -> None:
                 keys,
             )
         console.print(table)
+
+    @tenants_app.command("secret")
+    def _secret(ctx: typer.Context, tenant_id: str) -> None:
+        """Print the secret this tenant's callbacks are signed with (for its receiver)."""
+        from brigade.signing import tenant_callback_secret
+
+        if TenantStore.from_settings(ctx.obj).get(tenant_id) is None:
+            console.print(f"[red]no tenant {tenant_id!r}[/red]")
+            raise typer.Exit(1)
+        print(tenant_callback_secret(ctx.obj, tenant_id).decode())
 
     @tenants_app.command("revoke")
     def _revoke(

@@ -12,6 +12,7 @@ Errors come back as ``ApiRequestError`` with the status, the machine-readable co
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -190,3 +191,75 @@ class AsyncClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+# ---- receiving callbacks ----------------------------------------------------------------
+
+
+class CallbackRejected(BrigadeError):
+    """A callback delivery failed verification: bad or missing signature, stale, or replayed."""
+
+
+class CallbackVerifier:
+    """Checks deliveries to a callback receiver; keep one per receiver process.
+
+    A delivery passes when its signature is the tenant secret's HMAC of
+    ``"<X-Brigade-Timestamp>." + body``, its timestamp is within ``tolerance_s`` of now, and
+    the same signature was not seen before (a replay of a captured delivery). Signatures are
+    remembered for twice the tolerance, after which the timestamp check alone refuses them.
+    Brigade retries a callback with a fresh timestamp, so a retry is not a replay; dedupe
+    retries of one job on ``X-Brigade-Delivery``.
+    """
+
+    def __init__(self, secret: str | bytes, *, tolerance_s: float = 300.0) -> None:
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self.tolerance_s = tolerance_s
+        self._seen: dict[str, float] = {}
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> dict[str, Any]:
+        """The delivery's JSON body once verified.
+
+        Args:
+            headers: the request headers (any case).
+            body: the raw request body, exactly as received.
+            now: the current unix time (tests pass it).
+
+        Raises:
+            CallbackRejected: saying which check failed.
+        """
+        from brigade.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+        lowered = {k.lower(): v for k, v in headers.items()}
+        signature = lowered.get(SIGNATURE_HEADER.lower(), "")
+        stamp = lowered.get(TIMESTAMP_HEADER.lower(), "")
+        if not signature or not stamp.isdigit():
+            raise CallbackRejected("missing signature or timestamp")
+        if not verify(self._secret, int(stamp), body, signature):
+            raise CallbackRejected("signature does not match")
+        now = time.time() if now is None else now
+        if abs(now - int(stamp)) > self.tolerance_s:
+            raise CallbackRejected(f"timestamp {stamp} is more than {self.tolerance_s:g}s from now")
+        self._forget(now)
+        if signature in self._seen:
+            raise CallbackRejected("this delivery was already received (replay)")
+        self._seen[signature] = now
+        payload: dict[str, Any] = json.loads(body)
+        return payload
+
+    def _forget(self, now: float) -> None:
+        horizon = now - 2 * self.tolerance_s
+        for signature in [s for s, at in self._seen.items() if at < horizon]:
+            del self._seen[signature]
+
+
+def verify(
+    secret: str | bytes, headers: Mapping[str, str], body: bytes, *, tolerance_s: float = 300.0,
+    now: float | None = None, verifier: CallbackVerifier | None = None,
+) -> dict[str, Any]:
+    """Verify one callback delivery (see :class:`CallbackVerifier`); pass ``verifier`` to catch replays.
+
+    Raises:
+        CallbackRejected: bad or missing signature, stale timestamp, or a replay.
+    """
+    checker = verifier or CallbackVerifier(secret, tolerance_s=tolerance_s)
+    return checker.verify(headers, body, now=now)

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from brigade.errors import BrigadeError
 from brigade.ids import canonical_json, event_id, job_id, payload_sha256
+from brigade.payloadrefs import payload_url as _stored_payload_url
+from brigade.payloadrefs import ref_problem
 from brigade.settings import Settings
 from ingress.callbacks import check_callback_url
 from ingress.models import ChatInput, FieldError, JobRequest
@@ -115,9 +117,13 @@ def payload_of(request: JobRequest, *, max_attempts: int, text: str | None) -> d
 
 
 def _check_limits(
-    request: JobRequest, settings: Settings, *, allow_private_callbacks: bool, now: datetime
+    request: JobRequest, settings: Settings, *, tenant_id: str, allow_private_callbacks: bool, now: datetime
 ) -> int:
     errors: list[FieldError] = []
+    if request.payloadRef is not None:
+        problem = ref_problem(request.payloadRef, store_url=settings.object_store_url, tenant_id=tenant_id)
+        if problem is not None:
+            errors.append(FieldError(loc=["payloadRef"], field="payloadRef", msg=problem, type="payload_ref"))
     limit = settings.retry.max_attempts_limit
     attempts = request.maxAttempts or min(settings.retry.default_max_attempts, limit)
     if attempts > limit:
@@ -146,7 +152,7 @@ def _check_limits(
 
 def payload_url(settings: Settings, tenant_id: str, payload_hash: str) -> str:
     """Where an oversize input is stored: content-addressed, so a rewrite is harmless."""
-    return f"{settings.object_store_url.rstrip('/')}/payloads/{tenant_id}/{payload_hash}.json"
+    return _stored_payload_url(settings.object_store_url, tenant_id, payload_hash)
 
 
 def prepare(
@@ -161,10 +167,13 @@ def prepare(
     """Check deployment limits, hash the payload, derive the job id and build the JobSpec.
 
     Raises:
-        JobValidationError: maxAttempts above the limit, a past deadline, a refused callback.
+        JobValidationError: maxAttempts above the limit, a past deadline, a refused callback,
+            a payloadRef that is not one of the tenant's stored payloads.
     """
     now = now or datetime.now(UTC)
-    attempts = _check_limits(request, settings, allow_private_callbacks=allow_private_callbacks, now=now)
+    attempts = _check_limits(
+        request, settings, tenant_id=tenant_id, allow_private_callbacks=allow_private_callbacks, now=now
+    )
     text = input_text(request)
     digest = payload_sha256(payload_of(request, max_attempts=attempts, text=text))
     key = idempotency_key or request.idempotencyKey

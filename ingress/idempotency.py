@@ -1,11 +1,11 @@
 """Idempotency inside one API process: recent submissions and single-flight per job id.
 
-The job processor is the authority on duplicates and conflicts (it keeps the first spec and
-emits ``JobRejected`` for a different payload under the same key). The API still answers a
-conflict synchronously: it remembers the payload hash of jobs it accepted recently (a bounded
-LRU) and asks the read model for older ones. The gap: two API replicas accepting the same key
-with different payloads within the projection delay both answer 202; the processor's
-rejection event is then the backstop and shows in the job's events.
+Keyed submissions are held to one payload across processes by a durable claim
+(:mod:`ingress.claims`), written before the 202. In front of it, each process remembers the
+payload hash of jobs it accepted recently (a bounded LRU) so a repeat costs no store access,
+and a per-job-id single flight so concurrent identical submissions produce one command. The
+job processor stays the backstop (it keeps the first spec and emits ``JobRejected``) for
+commands that reach the log without a claim.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ validates and what it documents cannot drift apart.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from brigade.status import Status
 
@@ -17,6 +17,10 @@ Priority = Literal["interactive", "batch"]
 
 MAX_BATCH_ITEMS = 1000
 MAX_METADATA_ITEMS = 32
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 1024
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
 MAX_ATTEMPTS_CEILING = 100
 """Static upper bound in the schema; the deployment's ``retry.max_attempts_limit`` may be lower."""
 
@@ -60,7 +64,12 @@ class JobRequest(BaseModel):
     maxAttempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_CEILING)
     deadline: AwareDatetime | None = None
     callbackUrl: str | None = Field(default=None, min_length=1, max_length=2048)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=MAX_METADATA_ITEMS)
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=MAX_METADATA_ITEMS,
+        description=f"At most {MAX_METADATA_ITEMS} keys of 1-{MAX_METADATA_KEY} characters, values up to "
+        f"{MAX_METADATA_VALUE} characters.",
+    )
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=256)
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from brigade.settings import Settings
-from ingress import admin
+from ingress import admin, payloads
 from ingress import models as m
 
 _REF = "#/components/schemas/{model}"
@@ -36,6 +36,8 @@ _SCHEMA_MODELS: list[type[BaseModel]] = [
     m.ErrorBody,
     m.Health,
     admin.ClickHouseRequest,
+    payloads.PayloadUpload,
+    payloads.PayloadStored,
 ]
 
 
@@ -170,9 +172,9 @@ def _public_ops() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "operationId": "metrics",
-                "summary": "Prometheus metrics",
-                "security": [],
-                "responses": {"200": text},
+                "summary": "Prometheus metrics (operator token; series are labelled by tenant)",
+                "security": [{"operator": []}],
+                "responses": {"200": text, "401": _json(m.ErrorBody, "Missing or wrong operator token")},
             }
         },
         "/openapi.json": {
@@ -205,6 +207,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             **_read_ops(),
             **_public_ops(),
             **admin.openapi_paths(),
+            **payloads.openapi_paths(),
         },
         "components": {
             "schemas": schemas.get("$defs", {}),

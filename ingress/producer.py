@@ -36,6 +36,7 @@ from brigade.kafka.clients import producer_config
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
+from ingress.claims import ClaimStore
 from ingress.commands import JobValidationError, PreparedJob, cancel_command, parse_request, prepare
 from ingress.models import FieldError, JobRequest
 from schemas.codec import Codec
@@ -289,6 +290,7 @@ class JobProducer:
         self._owns_publisher = publisher is None
         self._publisher = publisher or CommandPublisher(settings=settings)
         self._ledger = Ledger(capacity=remember)
+        self._claims = ClaimStore(settings.object_store_url)
 
     def prepare(
         self, request: JobRequest | Mapping[str, Any], *, idempotency_key: str | None = None
@@ -313,6 +315,12 @@ class JobProducer:
         return job
 
     def _send(self, job: PreparedJob) -> Future[Receipt]:
+        if job.spec.idempotency_key is not None:
+            # The same durable claim as the API's, so a key is held to one payload whichever
+            # process (API or producer) sees it first.
+            claim = self._claims.claim(self._tenant_id, job.job_id, job.payload_hash)
+            if claim.payload_hash != job.payload_hash:
+                raise JobConflict(job.job_id)
         offload(job)
         delivery = self._publisher.publish_blocking(job.command(), key=job.job_id)
         self._ledger.remember(self._tenant_id, [job])
@@ -323,7 +331,12 @@ class JobProducer:
     def submit(
         self, request: JobRequest | Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> Future[Receipt]:
-        """Validate and publish one job; the future completes on the broker's ack."""
+        """Validate and publish one job; the future completes on the broker's ack.
+
+        Raises:
+            JobValidationError: the request is invalid.
+            JobConflict: the key was already used with another payload (here or through the API).
+        """
         return self._send(self.prepare(request, idempotency_key=idempotency_key))
 
     def submit_many(self, requests: Iterable[JobRequest | Mapping[str, Any]]) -> list[Future[Receipt]]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from brigade.endpoints import ADMIN_CLICKHOUSE_PATH
-from brigade.errors import KafkaError
 from brigade.status import TERMINAL
-from ingress.admin import admin_clickhouse
+from ingress.admin import admin_clickhouse, require_operator
 from ingress.batch import submit_batch
 from ingress.errors import ApiError
 from ingress.http import (
@@ -37,7 +35,9 @@ from ingress.models import (
     JobResultBody,
     JobStatusBody,
 )
+from ingress.payloads import PAYLOADS_PATH, upload_payload
 from ingress.service import Ingress
+from ingress.tenants import Tenant
 from projections.readmodel import JobStatus
 
 _JSON = "application/json"
@@ -48,6 +48,13 @@ async def submit_job(request: Request) -> Response:
     ingress = ingress_of(request)
     tenant = tenant_of(request.scope)
     wait = wait_seconds(request, ingress.settings.api.max_wait_s)
+    if wait > 0:
+        with ingress.waits.slot(tenant.tenant_id):  # 429 beyond the caps, before submitting
+            return await _submit(request, ingress, tenant, wait)
+    return await _submit(request, ingress, tenant, 0.0)
+
+
+async def _submit(request: Request, ingress: Ingress, tenant: Tenant, wait: float) -> Response:
     job_request = parse_body(await request.body(), JobRequest)
     key = idempotency_key(request, job_request.idempotencyKey)
     charge_jobs(ingress, request, 1)
@@ -150,25 +157,21 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Broker reachable and the topics the API needs present."""
+    """Broker reachable and the topics the API needs present, as last probed in the background."""
     ingress = ingress_of(request)
-    if ingress.publisher is None:
+    if ingress.readiness is None:
         return respond(Health(status="unavailable", checks={"producer": "not started"}), 503)
-    try:
-        names = await run_in_threadpool(ingress.publisher.reachable, 2.0)
-    except KafkaError as exc:
-        return respond(Health(status="unavailable", checks={"broker": str(exc)}), 503)
-    checks = {topic: ("ok" if topic in names else "missing") for topic in ingress.required_topics()}
-    checks["broker"] = "ok"
-    ready = all(v == "ok" for v in checks.values())
+    ready, checks = ingress.readiness.state()
     return respond(Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition, for the operator only: its series are labelled by tenant.
+
+    Prometheus scrapes the anonymous operator port (``metrics_port``) instead when one is set.
+    """
     ingress = ingress_of(request)
-    if ingress.lag is not None and ingress.lag.lag is not None:
-        ingress.metrics.consumer_lag.set(ingress.lag.lag)
+    require_operator(request, request.app.state.operator_token)
     return Response(ingress.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -181,6 +184,7 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/v1/jobs", submit_job, methods=["POST"], name="submit_job"),
     Route("/v1/jobs:batch", submit_batch_route, methods=["POST"], name="submit_batch"),
+    Route(PAYLOADS_PATH, upload_payload, methods=["POST"], name="upload_payload"),
     Route("/v1/jobs/{jobId}", get_job, methods=["GET"], name="get_job"),
     Route("/v1/jobs/{jobId}/result", get_result, methods=["GET"], name="get_result"),
     Route("/v1/jobs/{jobId}/events", get_events, methods=["GET"], name="get_events"),

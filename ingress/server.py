@@ -1,6 +1,6 @@
-"""The HTTP protocol Brigade serves with: uvicorn's httptools parser, TCP_NODELAY always, and
-upgrade offers it does not take served as plain HTTP/1.1. ``brigade api`` and ``brigade
-model-server`` both run it.
+"""The HTTP protocol Brigade serves with: uvicorn's httptools parser, TCP_NODELAY always,
+upgrade offers it does not take served as plain HTTP/1.1, and bounded request heads
+(:class:`LimitedHttpToolsProtocol`). ``brigade api`` and ``brigade model-server`` both run it.
 
 asyncio sets TCP_NODELAY only on sockets whose ``proto`` is ``IPPROTO_TCP``; the listening
 socket uvicorn binds for several workers has ``proto`` 0, so accepted connections kept
@@ -27,7 +27,9 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-HTTP_PROTOCOL = "ingress.server:NoDelayHttpToolsProtocol"  # uvicorn's ``http=`` option
+from ingress.errors import error_bytes
+
+HTTP_PROTOCOL = "ingress.server:LimitedHttpToolsProtocol"  # uvicorn's ``http=`` option
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -148,3 +150,115 @@ class NoDelayHttpToolsProtocol(DecliningUpgradeProtocol):
         set_nodelay(transport)
         coalescing: Any = CoalescingTransport(transport, asyncio.get_running_loop())
         super().connection_made(coalescing)
+
+
+_REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class LimitedHttpToolsProtocol(NoDelayHttpToolsProtocol):
+    """The API's protocol: bounded request line, header block and header time, per connection.
+
+    httptools buffers a request's head without limit, so a client could grow the API's
+    memory with one endless header, or hold a connection with a head sent a byte at a time.
+    Here the request line is at most ``MAX_REQUEST_LINE`` bytes (414), the head at most
+    ``MAX_HEAD_BYTES`` (431) and ``MAX_HEADERS`` fields (431), and it must be complete
+    within ``HEAD_TIMEOUT_S`` of the connection or of its first byte (408). Connections and
+    concurrent requests are bounded by uvicorn's ``limit_concurrency`` (503), set from
+    ``api.limit_concurrency``.
+    """
+
+    MAX_REQUEST_LINE = 8 * 1024
+    MAX_HEAD_BYTES = 32 * 1024
+    MAX_HEADERS = 100
+    HEAD_TIMEOUT_S = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._refusal: tuple[int, str] | None = None
+        self._head_bytes = 0
+        self._heads_done = 0
+        self._in_head = True
+        super().connection_made(transport)
+        # A connection that sends nothing holds a slot of limit_concurrency: time it too.
+        self._head_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            self.HEAD_TIMEOUT_S, self._head_timeout
+        )
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, counting the bytes of a head that is not complete yet."""
+        if self._in_head and self._head_timer is None:
+            self._head_timer = asyncio.get_running_loop().call_later(self.HEAD_TIMEOUT_S, self._head_timeout)
+        heads_before, was_in_head = self._heads_done, self._in_head
+        super().data_received(data)
+        # Only a chunk that arrived, and left, with a head pending and none completed counts:
+        # any other carries body bytes (a complete head's size is checked on completion).
+        pending = was_in_head and self._in_head and self._heads_done == heads_before
+        if pending and self._refusal is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.MAX_HEAD_BYTES:
+                self._refuse(431, f"the request head is larger than {self.MAX_HEAD_BYTES} bytes")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the head timer with the connection."""
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def on_url(self, url: bytes) -> None:
+        """Collect the target; refuse past ``MAX_REQUEST_LINE``."""
+        super().on_url(url)
+        if len(self.url) > self.MAX_REQUEST_LINE:
+            self._stop(414, f"the request target is longer than {self.MAX_REQUEST_LINE} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect a header; refuse past ``MAX_HEADERS`` fields."""
+        super().on_header(name, value)
+        if len(self.headers) > self.MAX_HEADERS:
+            self._stop(431, f"more than {self.MAX_HEADERS} header fields")
+
+    def on_headers_complete(self) -> None:
+        """The head is complete: check its size (it may have come in one chunk), stop timing it."""
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.MAX_HEAD_BYTES:
+            self._stop(431, f"the request head is larger than {self.MAX_HEAD_BYTES} bytes")
+        self._in_head = False
+        self._head_bytes = 0
+        self._heads_done += 1
+        self._cancel_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The next bytes on this connection start a new head."""
+        super().on_message_complete()
+        self._in_head = True
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error; ours when a limit stopped the parser."""
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        status, message = self._refusal
+        self._refusal = None
+        self._refuse(status, message)
+
+    def _stop(self, status: int, message: str) -> None:
+        # Raised inside a parser callback: httptools stops and uvicorn calls send_400_response.
+        self._refusal = (status, message)
+        raise ValueError(message)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(408, f"the request head did not arrive within {self.HEAD_TIMEOUT_S:g}s")
+
+    def _cancel_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._cancel_timer()
+        body = error_bytes("request_too_large" if status != 408 else "request_timeout", message)
+        head = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+        head += b"content-type: application/json\r\nconnection: close\r\n"
+        head += b"content-length: %d\r\n\r\n" % len(body)
+        self.transport.write(head + body)
+        self.transport.close()

@@ -17,23 +17,27 @@ from starlette.concurrency import run_in_threadpool
 
 from brigade.errors import KafkaError
 from brigade.kafka.topology import Topology
-from brigade.objectstore import read_bytes
+from brigade.objectstore import object_exists, read_bytes
 from brigade.settings import Settings
 from brigade.status import TERMINAL
 from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
 from ingress.backpressure import LagMonitor
+from ingress.claims import Claim, ClaimError, ClaimStore
 from ingress.commands import JobValidationError, PreparedJob, cancel_command, prepare
 from ingress.errors import ApiError, not_found
 from ingress.idempotency import SingleFlight
 from ingress.metrics import ApiMetrics
-from ingress.models import JobRequest
+from ingress.models import FieldError, JobRequest
 from ingress.producer import CommandPublisher
+from ingress.quota import PayloadQuota
 from ingress.ratelimit import RateLimiter
+from ingress.readiness import Readiness
 from ingress.tenants import Tenant
+from ingress.waiters import EventTail, WaitRegistry
 from projections.readmodel import JobEventView, JobStatus, ReadModel
 
 _SHED_RETRY_AFTER = {"soft": "5", "hard": "10"}
-_WAIT_POLL_S = 0.05
+_FALLBACK_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,11 +47,41 @@ class Submitted:
     job_id: str
     status: str
     duplicate: bool
+    publish: bool = False  # a repeat known only by its durable claim: publish it again
 
 
 def validation_error(exc: JobValidationError) -> ApiError:
     """422 naming the fields."""
     return ApiError(422, "validation_error", str(exc), fields=exc.fields)
+
+
+def conflict(job_id: str) -> ApiError:
+    """409: the key was already used with another payload."""
+    return ApiError(409, "idempotency_conflict", CONFLICT_MESSAGE, job_id=job_id)
+
+
+def claim_outcome(job: PreparedJob, claim: Claim | ClaimError) -> bool:
+    """True for a standing claim with this payload; raises 409 for another payload, 503 on failure."""
+    if isinstance(claim, ClaimError):
+        raise ApiError(503, "store_unavailable", str(claim), headers={"Retry-After": "5"}) from claim
+    if claim.payload_hash != job.payload_hash:
+        raise conflict(job.job_id)
+    return not claim.created
+
+
+def missing_payload(ref: str) -> ApiError:
+    """422: a well-formed payloadRef whose object this API never stored."""
+    message = "no payload stored at this payloadRef; upload it with POST /v1/payloads first"
+    field = FieldError(loc=["payloadRef"], field="payloadRef", msg=message, type="payload_missing")
+    return ApiError(422, "validation_error", f"payloadRef {ref!r}: {message}", fields=[field])
+
+
+async def check_stored(job: PreparedJob) -> ApiError | None:
+    """A 422 when the job names a stored payload that does not exist (the ref's form is already checked)."""
+    ref = job.spec.payload_ref
+    if ref is None or job.offload is not None:
+        return None
+    return None if await run_in_threadpool(object_exists, ref) else missing_payload(ref)
 
 
 class Ingress:
@@ -62,6 +96,11 @@ class Ingress:
         self.limiter = RateLimiter()
         self.ledger = Ledger()
         self.flights = SingleFlight()
+        self.quota = PayloadQuota(settings)
+        self.claims = ClaimStore(settings.object_store_url)
+        self.waits = WaitRegistry(per_tenant=settings.api.max_waits_per_tenant, total=settings.api.max_waits)
+        self.tail: EventTail | None = None
+        self.readiness: Readiness | None = None
         self.produce_timeout_s = 15.0
 
     def required_topics(self) -> list[str]:
@@ -104,10 +143,26 @@ class Ingress:
         """Publish ``job`` once; a repeat answers the existing job, a changed payload 409s."""
         async with self.flights.hold(job.job_id):
             repeat = await self.admit(tenant, job, consult_read_model=consult_read_model)
-            if repeat is not None:
+            if repeat is not None and not repeat.publish:
                 return repeat
             await self.publish(tenant, job)
-            return Submitted(job_id=job.job_id, status="queued", duplicate=False)
+            return repeat or Submitted(job_id=job.job_id, status="queued", duplicate=False)
+
+    async def claim(self, tenant: Tenant, job: PreparedJob) -> bool:
+        """Claim a keyed job durably before it is accepted; True when the claim already stood.
+
+        A standing claim with the same payload is a repeat: the job is published again
+        (the processor drops the duplicate command), which also covers a process that
+        claimed and died before its produce. Another payload under the key is a 409.
+
+        Raises:
+            ApiError: 409 idempotency_conflict, or 503 when the claim store fails.
+        """
+        if job.spec.idempotency_key is None:
+            return False
+        pair = [(job.job_id, job.payload_hash)]
+        (claim,) = await run_in_threadpool(self.claims.claim_many, tenant.tenant_id, pair)
+        return claim_outcome(job, claim)
 
     async def admit(
         self,
@@ -120,10 +175,13 @@ class Ingress:
         """The admission rules, under the caller's single-flight hold of ``job.job_id``.
 
         Returns the answer for a repeat, or None when ``job`` is new and may be published;
-        ``batch`` maps job ids earlier in the same request to their payload hashes.
+        ``batch`` maps job ids earlier in the same request to their payload hashes. A keyed
+        job is claimed durably here (:mod:`ingress.claims`); a repeat known only by its claim
+        comes back with ``publish`` set: the caller publishes it again (see :meth:`claim`).
 
         Raises:
-            ApiError: 409 for a key reused with another payload, 503 when shed.
+            ApiError: 409 for a key reused with another payload (on any API process), 503 when
+                shed, 422 for a payloadRef with no stored object.
         """
         known = await self._known_hash(tenant, job, consult_read_model, batch)
         try:
@@ -133,9 +191,12 @@ class Ingress:
         if repeat and known is not None:
             self.metrics.duplicates.labels(tenant.tenant_id).inc()
             return Submitted(job_id=job.job_id, status=known[1], duplicate=True)
-        refusal = self.shed(job.spec.priority)
+        refusal = self.shed(job.spec.priority) or await check_stored(job)
         if refusal is not None:
             raise refusal
+        if await self.claim(tenant, job):
+            self.metrics.duplicates.labels(tenant.tenant_id).inc()
+            return Submitted(job_id=job.job_id, status="queued", duplicate=True, publish=True)
         return None
 
     async def _known_hash(
@@ -161,9 +222,10 @@ class Ingress:
         return None
 
     async def publish(self, tenant: Tenant, job: PreparedJob) -> None:
-        """Offload an oversize input, produce the command, wait for the durable ack."""
+        """Offload an oversize input (within the tenant's quota), produce the command, wait for the ack."""
         assert self.publisher is not None, "the lifespan attaches the publisher"
         if job.offload is not None:
+            await run_in_threadpool(self.quota.reserve, tenant.tenant_id, len(job.offload))
             await run_in_threadpool(offload, job)
         started = time.perf_counter()
         try:
@@ -226,11 +288,28 @@ class Ingress:
         return None
 
     async def wait(self, tenant_id: str, job_id: str, seconds: float) -> JobStatus | None:
-        """Poll until the job is terminal or ``seconds`` pass; the last status seen."""
-        deadline = time.monotonic() + seconds
+        """The job's status once terminal, or as it stands after ``seconds``.
+
+        Woken by the job's terminal event (:mod:`ingress.waiters`): one read-model look-up
+        when the wait starts, none while it lasts. Without the event tail (it could not
+        start) the read model is asked every ``_FALLBACK_POLL_S``.
+        """
         status = await self.job_status(tenant_id, job_id)
+        if status is not None and status.status in TERMINAL:
+            return status
+        if self.tail is None:
+            return await self._poll(tenant_id, job_id, seconds, status)
+        terminal = await self.waits.wait(job_id, seconds)
+        if terminal is None or terminal.tenant_id != tenant_id:
+            return status
+        return terminal.apply(status, priority=status.priority if status else None)
+
+    async def _poll(
+        self, tenant_id: str, job_id: str, seconds: float, status: JobStatus | None
+    ) -> JobStatus | None:
+        deadline = time.monotonic() + seconds
         while (status is None or status.status not in TERMINAL) and time.monotonic() < deadline:
-            await asyncio.sleep(_WAIT_POLL_S)
+            await asyncio.sleep(min(_FALLBACK_POLL_S, max(0.0, deadline - time.monotonic())))
             status = await self.job_status(tenant_id, job_id)
         return status
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 from brigade.endpoints import api_url
 from brigade.errors import ConfigError
+from brigade.secretfiles import write_private
 from brigade.settings import Settings
 
 KEY_PREFIX = "brg_"
@@ -173,8 +173,10 @@ class TenantStore:
 
     def add(self, tenant_id: str, **options: Any) -> tuple[Tenant, str]:
         """Create the tenant (or update its options) and issue a new key; returns the plain key once."""
-        if not tenant_id or not all(c.isalnum() or c in "-_." for c in tenant_id):
-            raise ConfigError(f"tenant id {tenant_id!r}: use letters, digits, '-', '_' and '.'")
+        # A tenant id names a folder of the object store: no '/', and no leading '.' ('..').
+        allowed = all(c.isalnum() or c in "-_." for c in tenant_id)
+        if not tenant_id or tenant_id.startswith(".") or not allowed:
+            raise ConfigError(f"tenant id {tenant_id!r}: use letters, digits, '-', '_' and '.' (not first)")
         key = new_key()
         record = ApiKey(
             key_id=secrets.token_hex(4), key_hash=hash_key(key), created_at=datetime.now(UTC).isoformat()
@@ -203,10 +205,7 @@ class TenantStore:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         document = {"tenants": [self._tenants[t].to_json() for t in sorted(self._tenants)]}
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
+        write_private(self.path, json.dumps(document, indent=2) + "\n")
         self._load()
 
 
@@ -245,8 +244,4 @@ def ensure_dev_tenant(settings: Settings) -> DevCredentials:
 
 
 def _write_credentials(path: Path, credentials: DevCredentials) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(credentials.to_json(), indent=2) + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_private(path, json.dumps(credentials.to_json(), indent=2) + "\n")

@@ -30,7 +30,7 @@ from workers.jobstate import JobView, skip_reason
 from workers.metrics import WorkerMetrics
 from workers.models.types import InferenceRequest, InferenceResult, ModelClient
 from workers.postprocess import Pipeline
-from workers.results import ResultStore, load_payload
+from workers.results import ResultStore
 
 _BATCH_NAMESPACE = uuid.UUID("0f8e5c1a-7d43-5b2e-9a61-3c4d5e6f7a8b")
 _REMEMBERED = 50_000
@@ -160,7 +160,7 @@ class PoolExecutor:
         for index in runnable:
             item = items[index]
             try:
-                value = await _input_of(item)
+                value = await _input_of(item, self.results)
             except ModelError as exc:
                 final[index] = self._failed(item, exc)
                 continue
@@ -280,17 +280,18 @@ class PoolExecutor:
                 self._reported.popitem(last=False)
 
 
-async def _input_of(item: WorkItem) -> Any:
+async def _input_of(item: WorkItem, results: ResultStore) -> Any:
     spec = item.spec
+    text: str | bytes
     if spec.input is not None:
         text = spec.input
     elif spec.payload_ref is not None:
-        text = (await load_payload(spec.payload_ref)).decode()
+        text = await results.load_payload(spec.payload_ref, tenant_id=spec.tenant_id)
     else:
         raise Permanent(f"job {spec.job_id} has neither inline input nor a payload reference")
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except ValueError as exc:  # also bytes that are not UTF-8
         raise Permanent(f"job {spec.job_id} input is not JSON: {exc}") from exc
 
 

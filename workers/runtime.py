@@ -113,7 +113,8 @@ class WorkerRuntime:
             if self._ready:
                 return
             results = ResultStore(url=self.settings.object_store_url,
-                                  inline_threshold=self.settings.inline_threshold_bytes)
+                                  inline_threshold=self.settings.inline_threshold_bytes,
+                                  max_payload_bytes=self.settings.max_payload_bytes)
             for name in self.pools:
                 self._start_pool(name, results)
             self.callbacks = CallbackSender(settings=self.settings.callbacks)

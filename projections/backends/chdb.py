@@ -53,8 +53,12 @@ class ChdbClickHouse:
     Calls are serialised by a lock, so one instance may be shared between threads.
     """
 
-    def __init__(self, path: str | Path, *, database: str = "brigade") -> None:
+    def __init__(self, path: str | Path, *, database: str = "brigade", readonly: bool = False) -> None:
         """Open (creating if needed) the data directory ``path`` and the ``database``.
+
+        With ``readonly`` the connection runs with ClickHouse's ``readonly=1``: reads only,
+        no DDL, no writes, no setting changes (not even back to writable), no table
+        functions; the database must already exist.
 
         Raises:
             ProjectionError: chDB is already bound to another directory in this process,
@@ -63,9 +67,10 @@ class ChdbClickHouse:
         self.path = Path(path).absolute()
         self.database = database
         self._lock = threading.Lock()
-        self._session: _Session | None = _open_session(self.path)
+        self._session: _Session | None = _open_session(self.path, readonly=readonly)
         self._types: dict[str, dict[str, str]] = {}
-        self.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+        if not readonly:
+            self.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
         self.execute(f"USE {quote_identifier(database)}")
 
     def execute(self, sql: str, params: Params | None = None) -> None:
@@ -165,12 +170,13 @@ class _Session(Protocol):
     def close(self) -> None: ...
 
 
-def _open_session(path: Path) -> _Session:
+def _open_session(path: Path, *, readonly: bool = False) -> _Session:
     if "?" in str(path):
         raise ProjectionError(f"chDB data path {str(path)!r} must not contain '?'")
     try:
         session: _Session = chdb.session.Session(  # type: ignore[no-untyped-call]
-            f"{path}?{urlencode(_CONNECTION_SETTINGS)}"
+            # readonly goes last: once set, the connection may change no other setting.
+            f"{path}?{urlencode({**_CONNECTION_SETTINGS, **({'readonly': '1'} if readonly else {})})}"
         )
         return session
     except RuntimeError as exc:

@@ -69,7 +69,11 @@ def test_prometheus_scrapes_the_ports_the_processes_serve() -> None:
     services = _brigade_services()
     metrics_port = int(services["processors"]["environment"]["BRIGADE_METRICS_PORT"])
     assert ports["processors"] == ports["workers"] == ports["projector"] == metrics_port
-    assert ports["api"] == int(services["api"]["environment"]["BRIGADE_API__PORT"])
+    # The API's tenant-labelled series are scraped on its operator port, never the public one.
+    api_env = {**_compose()["x-brigade"]["environment"], **services["api"]["environment"]}
+    assert ports["api"] == int(api_env["BRIGADE_METRICS_PORT"]) != int(api_env["BRIGADE_API__PORT"])
+    published = {str(p).split(":")[-1] for p in services["api"].get("ports", [])}
+    assert str(ports["api"]) not in published
     model_port = int(services["model"]["command"][services["model"]["command"].index("--port") + 1])
     assert ports["model"] == model_port
     assert set(ports) == {"api", "processors", "workers", "projector", "model"}
@@ -101,3 +105,9 @@ def test_image_contains_every_package() -> None:
     dockerfile = (COMPOSE / "Dockerfile").read_text()
     for package in ("brigade", "schemas", "ingress", "processors", "workers", "projections"):
         assert f"COPY {package} {package}" in dockerfile
+
+
+def test_tenant_panels_read_the_api_operator_port() -> None:
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "brigade.json").read_text())
+    by_tenant = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "by (tenant)" in t["expr"]]
+    assert by_tenant and all('job="api"' in expr for expr in by_tenant)

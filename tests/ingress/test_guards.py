@@ -7,13 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from confluent_kafka import TopicPartition
 
 from brigade.kafka.clients import make_consumer
+from brigade.net import free_port
 from brigade.settings import Settings
+from ingress.admin import ensure_operator_token
+from ingress.app import create_app
 from ingress.tenants import TenantStore
 from tests.ingress.conftest import Api
-from tests.ingress.support import wait_until
+from tests.ingress.support import serve, wait_until
 
 
 def test_missing_invalid_and_revoked_keys_are_401(api: Api, tenant_store: TenantStore) -> None:
@@ -53,7 +57,7 @@ def test_request_rate_limit_answers_429_with_retry_after(start_api: Callable[...
             assert refused.json()["error"]["code"] == "rate_limited"
     with api.client("acme") as other:
         assert other.get("/v1/jobs/none").status_code == 404
-    metrics = httpx.get(f"{api.url}/metrics").text
+    metrics = httpx.get(f"{api.url}/metrics", headers=_operator(api)).text
     assert 'brigade_api_rate_limited_total{limit="requests",tenant="slow"}' in metrics
 
 
@@ -165,5 +169,23 @@ def test_back_pressure_sheds_batch_first_then_everything(
         # Once the processor catches up, work is taken again.
         _drain_as_processor(settings, group, topic)
         wait_until(lambda: _submit(http, "batch", 1)[0].status_code == 202, timeout_s=10)
-    metrics = httpx.get(f"{api.url}/metrics").text
+    metrics = httpx.get(f"{api.url}/metrics", headers=_operator(api)).text
     assert 'brigade_api_shed_total{level="soft",priority="batch"}' in metrics
+
+
+def _operator(api: Api) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ensure_operator_token(api.settings)}"}
+
+
+def test_metrics_on_the_operator_port_and_behind_the_token(
+    settings: Settings, topics: object, tenant_store: TenantStore
+) -> None:
+    port = free_port()
+    app = create_app(settings.model_copy(update={"metrics_port": port}), tenants=tenant_store,
+                     open_read_side=False, lag_group=f"{settings.kafka.topic_prefix}-processor")
+    with serve(app) as url:
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401
+        operator_port = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert operator_port.status_code == 200 and "brigade_api_requests_total" in operator_port.text
+    with pytest.raises(httpx.ConnectError):  # closed with the app
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)

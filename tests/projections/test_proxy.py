@@ -128,8 +128,10 @@ def test_writes_wrong_tokens_and_bad_sql_are_refused(running_api: RunningApi) ->
     assert str(refused.value) == WRITES_REFUSED
     with pytest.raises(ProjectionError, match=r"\(400\).*no_such_table"):
         proxy.query("SELECT * FROM no_such_table")
-    proxy.execute("CREATE TABLE IF NOT EXISTS proxy_probe (x UInt8) ENGINE = Memory")
-    assert proxy.query("EXISTS TABLE proxy_probe") == [(1,)]
+    # The operator connection is read-only on the server side: DDL is refused too
+    with pytest.raises(ProjectionError, match=r"\(400\).*readonly"):
+        proxy.execute("CREATE TABLE IF NOT EXISTS proxy_probe (x UInt8) ENGINE = Memory")
+    assert proxy.query("EXISTS TABLE proxy_probe") == [(0,)]
     proxy.close()
     elsewhere = ProxyClickHouse(running_api.url, running_api.token, database="other")
     with pytest.raises(ProjectionError, match="uses database 'brigade'"):

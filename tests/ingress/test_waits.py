@@ -1,0 +1,152 @@
+"""``?wait=``: woken by the terminal event, capped per tenant and per process; cached /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from brigade.kafka.topology import Topology
+from brigade.settings import Settings
+from ingress.app import create_app
+from ingress.producer import CommandPublisher
+from ingress.service import Ingress
+from ingress.tenants import TenantStore
+from projections.readmodel import JobStatus
+from schemas import records as r
+from tests.ingress.support import (
+    MemoryReadModel,
+    StandInProcessor,
+    commands_for,
+    read_topic,
+    serve,
+    wait_until,
+)
+
+
+class CountingReadModel(MemoryReadModel):
+    """A read model that never learns anything, and counts status look-ups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def job(self, tenant_id: str, job_id: str) -> JobStatus | None:
+        self.lookups += 1
+        return None
+
+
+async def _eventually(check: Any, timeout_s: float = 30.0) -> None:
+    """Poll ``check`` on the loop until true; fail after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@contextmanager
+def _served(
+    settings: Settings, tenants: TenantStore, read_model: Any, **api: Any
+) -> Iterator[tuple[str, Ingress]]:
+    configured = settings.model_copy(update={"api": settings.api.model_copy(update=api)})
+    app = create_app(configured, read_model=read_model, tenants=tenants,
+                     lag_group=f"{settings.kafka.topic_prefix}-processor")
+    with serve(app) as url:
+        yield url, app.state.ingress
+
+
+def _spec(settings: Settings, job_id: str) -> r.JobSpec:
+    [command] = commands_for(read_topic(settings, Topology(settings).commands), job_id)
+    assert isinstance(command, r.SubmitJob)
+    return command.spec
+
+
+def test_a_wait_is_woken_by_the_terminal_event_not_by_polling(
+    settings: Settings, topics: Topology, tenant_store: TenantStore
+) -> None:
+    key = tenant_store.add("acme")[1]
+    model = CountingReadModel()
+    processor = StandInProcessor(settings, None)  # events reach the log only, never the read model
+    with _served(settings, tenant_store, model) as (url, ingress), httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as http:
+        job_id = http.post("/v1/jobs", json={"input": "woken"}).json()["jobId"]
+        spec = _spec(settings, job_id)
+        before = model.lookups
+
+        async def wait_and_finish() -> httpx.Response:
+            async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                                         timeout=60) as client:
+                pending = asyncio.create_task(client.post("/v1/jobs?wait=30", json={"input": "woken"}))
+                await _eventually(lambda: ingress.waits.waiting == 1)  # registered: now finish the job
+                await asyncio.to_thread(processor.succeeded, spec, json.dumps({"embedding": [2.0]}))
+                return await pending
+
+        answer = asyncio.run(wait_and_finish())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "succeeded" and answer.json()["output"] == {"embedding": [2.0]}
+    # One look-up when the wait started (a polling wait would have asked every 50 ms)
+    assert model.lookups - before <= 2
+
+
+def test_concurrent_waits_are_capped_per_tenant_and_in_total(
+    settings: Settings, topics: Topology, tenant_store: TenantStore
+) -> None:
+    keys = {name: tenant_store.add(name)[1] for name in ("greedy", "also-greedy", "polite")}
+    caps = {"max_waits_per_tenant": 3, "max_waits": 5}
+    with _served(settings, tenant_store, MemoryReadModel(), **caps) as (url, ingress):
+
+        async def scenario() -> dict[str, list[int]]:
+            clients = {name: httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                                               timeout=60) for name, key in keys.items()}
+
+            def waiting(tenant: str, text: str) -> asyncio.Task[httpx.Response]:
+                return asyncio.create_task(clients[tenant].post("/v1/jobs?wait=20", json={"input": text}))
+
+            try:
+                held = [waiting("greedy", f"g{i}") for i in range(3)]
+                await _eventually(lambda: ingress.waits.waiting == 3)
+                over = await clients["greedy"].post("/v1/jobs?wait=20", json={"input": "g-over"})
+                held += [waiting("also-greedy", f"a{i}") for i in range(2)]
+                await _eventually(lambda: ingress.waits.waiting == 5)
+                total = await clients["polite"].post("/v1/jobs?wait=20", json={"input": "p"})
+                plain = await clients["polite"].post("/v1/jobs", json={"input": "p-no-wait"})
+                for task in held:
+                    task.cancel()
+                return {"over": [over.status_code, int(over.headers.get("retry-after", 0))],
+                        "total": [total.status_code, int(total.headers.get("retry-after", 0))],
+                        "plain": [plain.status_code], "codes": [over.json()["error"]["code"]]}
+            finally:
+                for client in clients.values():
+                    await client.aclose()
+
+        outcome = asyncio.run(scenario())
+        wait_until(lambda: ingress.waits.waiting == 0)
+    assert outcome["over"][0] == 429 and outcome["over"][1] >= 1
+    assert outcome["total"][0] == 429 and outcome["codes"] == ["too_many_waits"]
+    assert outcome["plain"] == [202]  # submissions without wait are not capped
+
+
+def test_readyz_answers_from_a_cached_probe(
+    settings: Settings, topics: Topology, tenant_store: TenantStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = CommandPublisher.reachable
+
+    def counting(self: CommandPublisher, timeout_s: float = 2.0) -> set[str]:
+        calls.append(timeout_s)
+        return real(self, timeout_s)
+
+    monkeypatch.setattr(CommandPublisher, "reachable", counting)
+    with _served(settings, tenant_store, MemoryReadModel()) as (url, _):
+        before = len(calls)
+        answers = [httpx.get(f"{url}/readyz", timeout=30) for _ in range(50)]
+        during = len(calls) - before
+    assert all(a.status_code == 200 and a.json()["status"] == "ok" for a in answers)
+    assert during < 25, during  # a probe per call would be 50
