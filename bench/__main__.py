@@ -11,6 +11,7 @@ BENCHMARKS = (
     "bench.bench_processor",
     "bench.bench_projections",
     "bench.bench_ingress",
+    "bench.bench_waits",
     "bench.bench_model",
     "bench.bench_workers",
     "bench.bench_stack",
