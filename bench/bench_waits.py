@@ -72,7 +72,9 @@ def _settings(bootstrap: str, data_dir: Path) -> tuple[Settings, dict[str, str]]
 def _start_api(env: dict[str, str], port: int, code: Path | None, log: Path) -> subprocess.Popen[bytes]:
     if code is not None:
         env = {**env, "PYTHONPATH": str(code)}
-    argv = [sys.executable, "-m", "brigade", "api", "--port", str(port)]
+    # Checkouts from before the application shell moved to cli/ start it as ``-m brigade``.
+    shell = "cli" if (code or Path.cwd()).joinpath("cli", "__main__.py").exists() else "brigade"
+    argv = [sys.executable, "-m", shell, "api", "--port", str(port)]
     output = log.open("wb")  # the child owns it
     process = subprocess.Popen(argv, env=env, cwd=code or Path.cwd(), stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120

@@ -81,7 +81,7 @@ class Stack:
 
     def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         """``brigade ARGS`` in the stack's directory, as an operator runs it."""
-        return subprocess.run([sys.executable, "-m", "brigade", *args], cwd=self.home, text=True,
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=self.home, text=True,
                               capture_output=True, timeout=timeout_s, env=env(), check=False)
 
     def finished(self, job_id: str, tenant: str = "acme", timeout_s: float = 120) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def _emulator(tmp_path_factory: pytest.TempPathFactory, name: str, latency_ms: i
     port = free_port()
     log = (tmp_path_factory.mktemp(f"hostile-{name}") / "emulator.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "brigade", "model-server", "--emulate", "--port", str(port),
+        [sys.executable, "-m", "cli", "model-server", "--emulate", "--port", str(port),
          "--batch-latency-ms", str(latency_ms), "--item-latency-ms", "0", "--model", EMULATED],
         stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -191,7 +191,7 @@ def _stop(process: subprocess.Popen[bytes], home: Path) -> None:
 
 
 def _add_tenant(home: Path, name: str, *options: str) -> str:
-    added = subprocess.run([sys.executable, "-m", "brigade", "tenants", "add", name, *options], cwd=home,
+    added = subprocess.run([sys.executable, "-m", "cli", "tenants", "add", name, *options], cwd=home,
                            text=True, capture_output=True, timeout=60, env=env(), check=True)
     match = re.search(r"brg_[A-Za-z0-9_\-]+", added.stdout)
     assert match, added.stdout + added.stderr
@@ -207,7 +207,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str, slow_emulator
     ports["slow"] = int(slow_emulator.rsplit(":", 1)[1])
     _write_config(home, ports)
     with (home / "up.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "brigade", "up", "--no-model-server"], cwd=home,
+        process = subprocess.Popen([sys.executable, "-m", "cli", "up", "--no-model-server"], cwd=home,
                                    env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{ports['api']}"
     try:

@@ -30,7 +30,7 @@ def second_api(stack: Stack) -> Iterator[str]:
     port = free_port()
     log = (stack.home / f"api-{port}.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "brigade", "api", "--port", str(port)], cwd=stack.home,
+        [sys.executable, "-m", "cli", "api", "--port", str(port)], cwd=stack.home,
         env={**env(), "BRIGADE_API_NO_PROJECTOR": "1"}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
