@@ -127,6 +127,12 @@ def create_app(
 
     app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # mode's signal typing
 
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Faust re-reads revoked partitions from their committed offsets: forget their events.
+        runtime.acks.revoke(revoked)
+
+    app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]  # mode's signal typing
+
     attach(app, "runtime", runtime)  # for the CLI's metrics endpoint
     return app
 
