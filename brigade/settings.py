@@ -135,6 +135,9 @@ class RetrySettings(BaseModel):
     max_attempts_limit: int = Field(default=10, ge=1)
     lease_s: float = Field(default=60.0, gt=0)
     lease_check_interval_s: float = Field(default=1.0, gt=0)
+    # Schedule-to-start: a dispatched job whose work item has not started after this long
+    # is dispatched again as a new attempt (its message may have been lost or stranded).
+    dispatch_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class ApiSettings(BaseModel):
