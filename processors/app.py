@@ -85,7 +85,8 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         processor.rebuild_alarms()
 
     if delay_tiers:
-        _install_delay(app, DelayTiers(settings=settings, metrics=metrics))
+        _install_delay(app, DelayTiers(settings=settings, metrics=metrics,
+                                       on_failure=lambda _exc: exit_uncommitted()))
     attach(app, "processor", processor)
     attach(app, "metrics", metrics)
     return app
