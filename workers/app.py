@@ -22,14 +22,18 @@ member, provided work topics and job-events have the same number of partitions;
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
 import faust
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from brigade.errors import ConfigError
+from brigade.kafka.clients import make_admin
 from brigade.kafka.streams import attach
 from brigade.kafka.topology import Topology
 from brigade.settings import LANES, Settings
@@ -127,11 +131,7 @@ def create_app(
 
     app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # mode's signal typing
 
-    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        # Faust re-reads revoked partitions from their committed offsets: forget their events.
-        runtime.acks.revoke(revoked)
-
-    app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]  # mode's signal typing
+    _connect_rebalance(app, settings, runtime, topology.job_events)
 
     attach(app, "runtime", runtime)  # for the CLI's metrics endpoint
     return app
@@ -153,3 +153,43 @@ def _add_work_agent(app: faust.App, source: Any, runtime: WorkerRuntime, pool: s
             await runtime.on_work(pool, lane, stream, event)
 
     app.agent(source, name=f"work-{pool}-{lane}")(work)
+
+
+def _connect_rebalance(app: faust.App, settings: Settings, runtime: WorkerRuntime, job_events: str) -> None:
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Faust re-reads revoked partitions from their committed offsets: forget their events.
+        runtime.acks.revoke(revoked)
+        for tp in revoked:
+            if tp.topic == job_events:
+                runtime.catchup.revoke(tp.partition)
+
+    app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]  # mode's signal typing
+
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        try:
+            await _set_catchup(app, settings, runtime, job_events, assigned)
+        except Exception:
+            # Without a target work runs at once: at worst a finished item is run again.
+            logging.getLogger(__name__).warning("job-state catch-up targets unavailable", exc_info=True)
+
+    app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]  # mode's signal typing
+
+
+async def _set_catchup(app: faust.App, settings: Settings, runtime: WorkerRuntime, job_events: str,
+                       assigned: Any) -> None:
+    tps = [tp for tp in assigned if tp.topic == job_events]
+    if not tps:
+        return
+    ends = await app.consumer.highwaters(*tps)
+    committed = await asyncio.to_thread(committed_offsets, settings, app.conf.id, job_events,
+                                        [tp.partition for tp in tps])
+    for tp in tps:
+        runtime.catchup.assign(tp.partition, committed=committed.get(tp.partition, 0), end=ends[tp])
+
+
+def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The group's committed offsets of ``topic`` (0 where it has none)."""
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+    [future] = make_admin(settings).list_consumer_group_offsets([request]).values()
+    result = future.result(timeout=30)
+    return {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions}

@@ -37,6 +37,7 @@ from workers.acks import AckGate
 from workers.batching import Batch, BatchPolicy, estimate_tokens
 from workers.breaker import CircuitRecord
 from workers.callbacks import CallbackAttempt, CallbackSender
+from workers.catchup import CatchUp
 from workers.executor import PoolExecutor
 from workers.jobstate import JobView, fold, should_send_callback
 from workers.lanes import LaneRunner, Slots
@@ -101,6 +102,7 @@ class WorkerRuntime:
         self.metrics = metrics
         self.codec = Codec(metrics=metrics.registry)
         self.acks = AckGate()
+        self.catchup = CatchUp()
         self.executors: dict[str, PoolExecutor] = {}
         self.lanes: dict[tuple[str, str], LaneRunner[Pending]] = {}
         self.callbacks: CallbackSender | None = None
@@ -171,6 +173,8 @@ class WorkerRuntime:
             await self._dead_letter(event, exc)
             await self.acks.finish(event)
             return
+        # A redelivered item may have finished: let the table fold its job's events first.
+        await self.catchup.wait(event.message.partition)
         spec = item.spec
         tokens = estimate_tokens(spec.input, payload_size=spec.payload_size)
         size = len(spec.input.encode()) if spec.input is not None else spec.payload_size
@@ -202,6 +206,10 @@ class WorkerRuntime:
     async def on_job_event(self, stream: Any, event: Any) -> None:
         """Fold one job event into the table; start the callback when this worker owns it."""
         self.acks.track(stream, event)
+        await self._fold_event(event)
+        self.catchup.folded(event.message.partition, event.message.offset)
+
+    async def _fold_event(self, event: Any) -> None:
         try:
             record = self.codec.decode(event.value)
         except DecodeError:
