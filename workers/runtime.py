@@ -220,15 +220,19 @@ class WorkerRuntime:
         key = event.key
         before = self.view(key.decode()) if isinstance(key, bytes) else None
         after = fold(before, record)
-        if after is None or after == before:
+        if after is None:
             await self.acks.finish(event)
             return
-        if should_send_callback(after, my_pools=self.pools, default_pool=self.settings.default_pool):
-            after = JobView(**{**after.to_json(), "callback_started": True})
+        if after != before:
             self.table[key] = after.to_json()
+        # Decided on every read, changed or not: the table may already hold this terminal
+        # event (restored from the changelog) when a killed worker never delivered it.
+        envelope = getattr(record, "envelope", None)
+        event_id = str(envelope.event_id) if envelope is not None else ""
+        default = self.settings.default_pool
+        if should_send_callback(after, event_id, my_pools=self.pools, default_pool=default):
             await self._start_callback(after, record, event)
             return
-        self.table[key] = after.to_json()
         await self.acks.finish(event)
 
     async def _start_callback(self, view: JobView, record: object, event: Any) -> None:
