@@ -166,11 +166,14 @@ def _connect_rebalance(app: faust.App, settings: Settings, runtime: WorkerRuntim
     app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]  # mode's signal typing
 
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Before any await: recovery may resume the flow while the end offsets are fetched.
+        runtime.catchup.pending([tp.partition for tp in assigned if tp.topic == job_events])
         try:
             await _set_catchup(app, settings, runtime, job_events, assigned)
         except Exception:
-            # Without a target work runs at once: at worst a finished item is run again.
+            # Run at once: at worst a finished item reaches the model again.
             logging.getLogger(__name__).warning("job-state catch-up targets unavailable", exc_info=True)
+            runtime.catchup.release()
 
     app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]  # mode's signal typing
 

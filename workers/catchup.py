@@ -22,26 +22,47 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Target:
-    end: int  # the job-events end offset at assignment: fold offsets up to end - 1
+    end: int | None = None  # the job-events end offset at assignment (None: not known yet)
+    folded: int = -1  # the last offset folded since the assignment
     reached: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        if self.end is not None and self.folded + 1 >= self.end:
+            self.reached.set()
 
 
 class CatchUp:
-    """Per-partition barrier between the job-events agent and the work agents."""
+    """Per-partition barrier between the job-events agent and the work agents.
+
+    A partition without a target (never assigned, or revoked) waits too, until
+    ``assign`` gives it one: work can arrive before the end offsets are known.
+    """
 
     def __init__(self, *, max_wait_s: float = 60.0) -> None:
         self._targets: dict[int, _Target] = {}
         self._max_wait_s = max_wait_s
 
+    def pending(self, partitions: list[int]) -> None:
+        """Partitions were just assigned: hold their work until ``assign`` sets their targets."""
+        for partition in partitions:
+            self._targets[partition] = _Target()
+
     def assign(self, partition: int, *, committed: int, end: int) -> None:
-        """A job-events partition was assigned: its table is current once ``end`` is folded."""
-        target = _Target(end)
+        """A job-events partition's table is current once ``end`` is folded (or at once when
+        the group's committed offset is already there)."""
+        target = self._targets.setdefault(partition, _Target())
+        target.end = end
         if committed >= end:
-            target.reached.set()  # nothing to fold
-        self._targets[partition] = target
+            target.reached.set()
+        target.check()
+
+    def release(self) -> None:
+        """Let every waiting partition run (the targets could not be computed)."""
+        for target in self._targets.values():
+            target.reached.set()
 
     def revoke(self, partition: int) -> None:
-        """Forget a revoked partition (it gets a new target when assigned again)."""
+        """Forget a revoked partition: it waits for a new target when assigned again."""
         target = self._targets.pop(partition, None)
         if target is not None:
             target.reached.set()
@@ -49,13 +70,14 @@ class CatchUp:
     def folded(self, partition: int, offset: int) -> None:
         """The job-events agent has folded ``offset`` of ``partition`` into the table."""
         target = self._targets.get(partition)
-        if target is not None and offset + 1 >= target.end:
-            target.reached.set()
+        if target is not None:
+            target.folded = max(target.folded, offset)
+            target.check()
 
     async def wait(self, partition: int) -> None:
         """Return once ``partition``'s table is current (or after ``max_wait_s``)."""
-        target = self._targets.get(partition)
-        if target is None or target.reached.is_set():
+        target = self._targets.setdefault(partition, _Target())
+        if target.reached.is_set():
             return
         try:
             await asyncio.wait_for(target.reached.wait(), self._max_wait_s)
