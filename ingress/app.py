@@ -19,6 +19,7 @@ from ingress.metrics import ApiMetrics
 from ingress.middleware import Authenticate, BodyLimit, ErrorBoundary, MetricsMiddleware
 from ingress.openapi import openapi_bytes
 from ingress.producer import CommandPublisher
+from ingress.projector_health import ProjectorProbe
 from ingress.routes import PUBLIC_PATHS, ROUTES
 from ingress.service import Ingress
 from ingress.tenants import TenantStore
@@ -76,6 +77,7 @@ def create_app(
     ]
     own_read_side = read_model is None and open_read_side
     operator = Operator()
+    probe = ProjectorProbe(metrics.registry)
     projector = (
         embedded_projector
         if embedded_projector is not None
@@ -98,7 +100,7 @@ def create_app(
             stack.callback(ingress.lag.stop)
             if own_read_side:
                 ingress.read_model = _open_read_side(
-                    settings, stack, run_projector=projector, operator=operator
+                    settings, stack, run_projector=projector, operator=operator, probe=probe
                 )
             yield
 
@@ -107,23 +109,29 @@ def create_app(
     )
     app.state.ingress = ingress
     app.state.operator = operator
+    app.state.projector_probe = probe
     app.state.openapi = openapi_bytes(settings)
     return app
 
 
 def _open_read_side(
-    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator
+    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator,
+    probe: ProjectorProbe,
 ) -> ReadModel:
     """The projections' ClickHouse read model, migrated, and the projector when it runs here."""
     clickhouse = connect(settings.clickhouse_url)
     stack.callback(clickhouse.close)
     if isinstance(clickhouse, ChdbClickHouse):
-        # This process now holds the chDB directory; operator commands come through here.
-        operator.attach(clickhouse, ensure_operator_token(settings))
+        # This process now holds the chDB directory; operator commands come through here, on
+        # a connection of their own: a USE or SET there cannot change the projector's.
+        own = connect(settings.clickhouse_url)
+        stack.callback(own.close)
+        operator.attach(own, ensure_operator_token(settings))
         stack.callback(operator.detach)
     apply_migrations(clickhouse, MIGRATIONS)
     if run_projector:
         projector = Projector(settings=settings, clickhouse=clickhouse)
         projector.start()
         stack.callback(projector.stop)
+        probe.projector = projector
     return ClickHouseReadModel(clickhouse)

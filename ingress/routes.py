@@ -161,6 +161,9 @@ async def readyz(request: Request) -> Response:
     checks = {topic: ("ok" if topic in names else "missing") for topic in ingress.required_topics()}
     checks["broker"] = "ok"
     ready = all(v == "ok" for v in checks.values())
+    projector, projector_ok = request.app.state.projector_probe.checks()
+    checks.update(projector)
+    ready = ready and projector_ok
     return respond(Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503)
 
 
@@ -169,6 +172,7 @@ async def metrics(request: Request) -> Response:
     ingress = ingress_of(request)
     if ingress.lag is not None and ingress.lag.lag is not None:
         ingress.metrics.consumer_lag.set(ingress.lag.lag)
+    request.app.state.projector_probe.update_metrics()
     return Response(ingress.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
