@@ -31,6 +31,7 @@ from typing import Any
 
 import faust
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from brigade.errors import ConfigError
 from brigade.kafka.clients import make_admin
@@ -165,29 +166,43 @@ def _connect_rebalance(app: faust.App, settings: Settings, runtime: WorkerRuntim
 
     app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]  # mode's signal typing
 
+    tasks: set[asyncio.Task[None]] = set()
+
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        # Before any await: recovery may resume the flow while the end offsets are fetched.
-        runtime.catchup.pending([tp.partition for tp in assigned if tp.topic == job_events])
-        try:
-            await _set_catchup(app, settings, runtime, job_events, assigned)
-        except Exception:
-            # Run at once: at worst a finished item reaches the model again.
-            logging.getLogger(__name__).warning("job-state catch-up targets unavailable", exc_info=True)
-            runtime.catchup.release()
+        # Work of these partitions waits from now on; the targets are fetched in the
+        # background, never inside the rebalance: Faust's consumer thread is busy with it
+        # (asking it for high watermarks here hung until the session timed out).
+        partitions = [tp.partition for tp in assigned if tp.topic == job_events]
+        if not partitions:
+            return
+        runtime.catchup.pending(partitions)
+        task = asyncio.create_task(_set_catchup(settings, runtime, app.conf.id, job_events, partitions))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]  # mode's signal typing
 
 
-async def _set_catchup(app: faust.App, settings: Settings, runtime: WorkerRuntime, job_events: str,
-                       assigned: Any) -> None:
-    tps = [tp for tp in assigned if tp.topic == job_events]
-    if not tps:
+async def _set_catchup(settings: Settings, runtime: WorkerRuntime, group: str, job_events: str,
+                       partitions: list[int]) -> None:
+    try:
+        committed, ends = await asyncio.to_thread(_offsets, settings, group, job_events, partitions)
+    except Exception:
+        # Run at once: at worst a finished item reaches the model again.
+        logging.getLogger(__name__).warning("job-state catch-up targets unavailable", exc_info=True)
+        runtime.catchup.release()
         return
-    ends = await app.consumer.highwaters(*tps)
-    committed = await asyncio.to_thread(committed_offsets, settings, app.conf.id, job_events,
-                                        [tp.partition for tp in tps])
-    for tp in tps:
-        runtime.catchup.assign(tp.partition, committed=committed.get(tp.partition, 0), end=ends[tp])
+    for partition in partitions:
+        runtime.catchup.assign(partition, committed=committed.get(partition, 0), end=ends[partition])
+
+
+def _offsets(settings: Settings, group: str, topic: str,
+             partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    admin = make_admin(settings)
+    latest = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
+    futures = admin.list_offsets(latest).items()
+    ends = {tp.partition: future.result(timeout=30).offset for tp, future in futures}
+    return committed_offsets(settings, group, topic, partitions), ends
 
 
 def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
