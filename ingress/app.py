@@ -124,7 +124,7 @@ def _open_read_side(
     if isinstance(clickhouse, ChdbClickHouse):
         # This process now holds the chDB directory; operator commands come through here, on
         # a connection of their own: a USE or SET there cannot change the projector's.
-        own = connect(settings.clickhouse_url)
+        own = ChdbClickHouse(clickhouse.path, database=clickhouse.database)
         stack.callback(own.close)
         operator.attach(own, ensure_operator_token(settings))
         stack.callback(operator.detach)
