@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ingress.admin import ADMIN_CLICKHOUSE_PATH, token_path
+from brigade.endpoints import ADMIN_CLICKHOUSE_PATH, operator_token_path
 from schemas import records as r
 from tests.ingress.conftest import Api
 from tests.ingress.support import HAVE_CLICKHOUSE_READ_MODEL, wait_until
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not HAVE_CLICKHOUSE_READ_MODEL, reason="needs th
 
 
 def _operator(api: Api, sql: str) -> None:
-    token = token_path(api.settings).read_text().strip()
+    token = operator_token_path(api.settings).read_text().strip()
     response = httpx.post(f"{api.url}{ADMIN_CLICKHOUSE_PATH}", json={"sql": sql, "format": "Null"},
                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code == 204, response.text
@@ -65,6 +65,5 @@ def test_projector_retries_past_failed_inserts_and_reports_them(api: Api) -> Non
     wait_until(lambda: _ready(api)[1].get("projector") == "ok" and _ready(api)[1]["projector_lag"] == "0",
                timeout_s=120)
     with api.client("acme") as client:
-        job = wait_until(lambda: (resp := client.get(f"/v1/jobs/{spec.job_id}")).status_code == 200 and resp,
-                         timeout_s=60)
-    assert job.json()["status"] == "queued"
+        found = wait_until(lambda: client.get(f"/v1/jobs/{spec.job_id}").status_code == 200, timeout_s=60)
+        assert found and client.get(f"/v1/jobs/{spec.job_id}").json()["status"] == "queued"

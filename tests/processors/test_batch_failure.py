@@ -12,9 +12,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from brigade.kafka.clients import make_admin
+from testkit.jobs import spec
+from testkit.support import poll_until
 from tests.processors.conftest import Stack, processor_settings
-from tests.processors.harness import wait_for
-from tests.processors.helpers import spec
 
 
 def _max_message_bytes(admin: AdminClient, topic: str, value: str | None) -> None:
@@ -48,7 +48,7 @@ def test_a_batch_with_a_refused_effect_exits_uncommitted_and_is_decided_after_re
     _max_message_bytes(admin, events, "4096")
     stack.client.submit(big)
     # Then the processor exits without committing the batch
-    wait_for(lambda: p1.poll() is not None, timeout=120, what="the processor to exit")
+    poll_until(lambda: p1.poll() is not None, timeout_s=120, what="the processor to exit")
     assert p1.returncode != 0
     stack.processors.killed.add("p1")
     # And once the broker accepts it again, a restarted processor decides the same input

@@ -8,28 +8,30 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from brigade.kafka.clients import make_admin
 from schemas.records import WorkItem, WorkOutcome
+from testkit.jobs import spec
+from testkit.processors import scripted_worker
+from testkit.support import poll_until
 from tests.processors.conftest import Stack, processor_settings
-from tests.processors.harness import scripted_worker, wait_for
-from tests.processors.helpers import spec
 from tests.processors.test_batch_failure import _max_message_bytes
 
 RETRY_AFTER_MS = 8_000  # the timer waits this long in its tier: time to make the broker refuse it
 
 
 def _fail_then_succeed(item: WorkItem) -> list[WorkOutcome]:
-    base = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id, "attempt": item.attempt,
-            "occurred_at": datetime.now(UTC), "worker": "w"}
+    base: dict[str, Any] = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id,
+                            "attempt": item.attempt, "occurred_at": datetime.now(UTC), "worker": "w"}
     key = f"{item.spec.job_id}:{item.attempt}"
-    started = WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base)  # type: ignore[arg-type]
+    started = WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base)
     if item.attempt == 1:
-        return [started, WorkOutcome(outcome_id=f"{key}:failed", kind="failed", error="HTTP 429",  # type: ignore[arg-type]
+        return [started, WorkOutcome(outcome_id=f"{key}:failed", kind="failed", error="HTTP 429",
                                      error_class="rate_limited", retry_after_ms=RETRY_AFTER_MS, **base)]
-    return [started, WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",  # type: ignore[arg-type]
+    return [started, WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",
                                  latency_ms=1.0, batch_size=1, **base)]
 
 
@@ -58,7 +60,7 @@ def test_a_refused_timer_forward_stops_the_process_and_is_retried_after_restart(
         # When the broker refuses the timer's forward to the commands topic
         _max_message_bytes(admin, commands, "64")
         # Then the process stops (its supervisor would restart it) without committing the timer
-        wait_for(lambda: p1.poll() is not None, timeout=120, what="the processor to exit")
+        poll_until(lambda: p1.poll() is not None, timeout_s=120, what="the processor to exit")
         assert p1.returncode != 0
         stack.processors.killed.add("p1")
         # And a restarted processor forwards it: the job is retried and succeeds

@@ -7,13 +7,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from schemas.records import JobQueued, WorkItem, WorkOutcome
+from testkit.jobs import spec
+from testkit.processors import scripted_worker
 from tests.processors.conftest import Stack, processor_settings
-from tests.processors.harness import scripted_worker
-from tests.processors.helpers import spec
 
 
 @pytest.fixture
@@ -30,12 +31,12 @@ def _lose_first_attempt(item: WorkItem) -> list[WorkOutcome]:
     # Attempt 1's message is read and dropped, as when a worker committed past it and died.
     if item.attempt == 1:
         return []
-    base = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id, "attempt": item.attempt,
-            "occurred_at": datetime.now(UTC), "worker": "w"}
+    base: dict[str, Any] = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id,
+                            "attempt": item.attempt, "occurred_at": datetime.now(UTC), "worker": "w"}
     key = f"{item.spec.job_id}:{item.attempt}"
     return [
-        WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base),  # type: ignore[arg-type]
-        WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",  # type: ignore[arg-type]
+        WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base),
+        WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",
                     latency_ms=1.0, batch_size=1, **base),
     ]
 
