@@ -201,7 +201,7 @@ def _offsets(settings: Settings, group: str, topic: str,
     admin = make_admin(settings)
     latest = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
     futures = admin.list_offsets(latest).items()
-    ends = {tp.partition: future.result(timeout=30).offset for tp, future in futures}
+    ends = {tp.partition: future.result(timeout=10).offset for tp, future in futures}
     return committed_offsets(settings, group, topic, partitions), ends
 
 
@@ -209,5 +209,5 @@ def committed_offsets(settings: Settings, group: str, topic: str, partitions: li
     """The group's committed offsets of ``topic`` (0 where it has none)."""
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
     [future] = make_admin(settings).list_consumer_group_offsets([request]).values()
-    result = future.result(timeout=30)
+    result = future.result(timeout=10)
     return {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions}

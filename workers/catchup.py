@@ -38,14 +38,18 @@ class CatchUp:
     ``assign`` gives it one: work can arrive before the end offsets are known.
     """
 
-    def __init__(self, *, max_wait_s: float = 60.0) -> None:
+    def __init__(self, *, max_wait_s: float = 20.0) -> None:
         self._targets: dict[int, _Target] = {}
         self._max_wait_s = max_wait_s
 
     def pending(self, partitions: list[int]) -> None:
         """Partitions were just assigned: hold their work until ``assign`` sets their targets."""
         for partition in partitions:
-            self._targets[partition] = _Target()
+            target = self._targets.get(partition)
+            if target is None or target.reached.is_set():
+                self._targets[partition] = _Target()
+            else:  # keep the event work is already waiting on; only the target is new
+                target.end, target.folded = None, -1
 
     def assign(self, partition: int, *, committed: int, end: int) -> None:
         """A job-events partition's table is current once ``end`` is folded (or at once when
@@ -55,6 +59,8 @@ class CatchUp:
         if committed >= end:
             target.reached.set()
         target.check()
+        log.info("job-state catch-up: partition %d from %d to %d%s", partition, committed, end,
+                 " (current)" if target.reached.is_set() else "")
 
     def release(self) -> None:
         """Let every waiting partition run (the targets could not be computed)."""
