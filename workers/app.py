@@ -198,16 +198,15 @@ async def _set_catchup(settings: Settings, runtime: WorkerRuntime, group: str, j
 
 def _offsets(settings: Settings, group: str, topic: str,
              partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """The group's committed offsets (0 where none) and the end offsets of ``topic``."""
+    # One admin client, referenced until both answers are in: a client that is garbage
+    # collected first destroys its handle and fails its pending requests.
     admin = make_admin(settings)
     latest = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
-    futures = admin.list_offsets(latest).items()
-    ends = {tp.partition: future.result(timeout=10).offset for tp, future in futures}
-    return committed_offsets(settings, group, topic, partitions), ends
-
-
-def committed_offsets(settings: Settings, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    """The group's committed offsets of ``topic`` (0 where it has none)."""
+    listed = admin.list_offsets(latest).items()
+    ends = {tp.partition: answer.result(timeout=10).offset for tp, answer in listed}
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
-    [future] = make_admin(settings).list_consumer_group_offsets([request]).values()
+    [future] = admin.list_consumer_group_offsets([request]).values()
     result = future.result(timeout=10)
-    return {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions}
+    committed = {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions}
+    return committed, ends
