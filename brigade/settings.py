@@ -81,6 +81,9 @@ class PoolSettings(BaseModel):
     # lets a probe through after the reset timeout.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
+    # Longest pause of the pool's model calls after a 429, whatever its Retry-After says
+    # (a bogus "Retry-After: 86400" must not stall the pool for a day).
+    retry_after_cap_s: float = Field(default=60.0, gt=0)
     interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5)
     batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
 
@@ -135,6 +138,9 @@ class RetrySettings(BaseModel):
     max_attempts_limit: int = Field(default=10, ge=1)
     lease_s: float = Field(default=60.0, gt=0)
     lease_check_interval_s: float = Field(default=1.0, gt=0)
+    # Schedule-to-start: a dispatched job whose work item has not started after this long
+    # is dispatched again as a new attempt (its message may have been lost or stranded).
+    dispatch_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class ApiSettings(BaseModel):

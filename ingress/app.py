@@ -22,6 +22,7 @@ from ingress.metrics import ApiMetrics
 from ingress.middleware import Authenticate, BodyLimit, ErrorBoundary, MetricsMiddleware
 from ingress.openapi import openapi_bytes
 from ingress.producer import CommandPublisher
+from ingress.projector_health import ProjectorProbe
 from ingress.readiness import Readiness
 from ingress.routes import PUBLIC_PATHS, ROUTES
 from ingress.service import Ingress
@@ -83,6 +84,7 @@ def create_app(
     ]
     own_read_side = read_model is None and open_read_side
     operator = Operator()
+    probe = ProjectorProbe(metrics.registry)
     projector = (
         embedded_projector
         if embedded_projector is not None
@@ -117,7 +119,7 @@ def create_app(
             _start_tail(settings, ingress, stack)
             if own_read_side:
                 ingress.read_model = _open_read_side(
-                    settings, stack, run_projector=projector, operator=operator
+                    settings, stack, run_projector=projector, operator=operator, probe=probe
                 )
             yield
 
@@ -126,6 +128,7 @@ def create_app(
     )
     app.state.ingress = ingress
     app.state.operator = operator
+    app.state.projector_probe = probe
     app.state.openapi = openapi_bytes(settings)
     app.state.operator_token = ensure_operator_token(settings)
     return app
@@ -159,7 +162,8 @@ def _serve_metrics(settings: Settings, metrics: ApiMetrics, stack: contextlib.As
 
 
 def _open_read_side(
-    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator
+    settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator,
+    probe: ProjectorProbe,
 ) -> ReadModel:
     """The projections' ClickHouse read model, migrated, and the projector when it runs here."""
     clickhouse = connect(settings.clickhouse_url)
@@ -168,7 +172,7 @@ def _open_read_side(
     if isinstance(clickhouse, ChdbClickHouse):
         # This process now holds the chDB directory; operator commands come through here,
         # on a connection of their own that ClickHouse keeps read-only.
-        readonly = ChdbClickHouse(clickhouse.path, readonly=True)
+        readonly = ChdbClickHouse(clickhouse.path, database=clickhouse.database, readonly=True)
         stack.callback(readonly.close)
         operator.attach(readonly, ensure_operator_token(settings))
         stack.callback(operator.detach)
@@ -176,4 +180,5 @@ def _open_read_side(
         projector = Projector(settings=settings, clickhouse=clickhouse)
         projector.start()
         stack.callback(projector.stop)
+        probe.projector = projector
     return ClickHouseReadModel(clickhouse)

@@ -162,6 +162,9 @@ async def readyz(request: Request) -> Response:
     if ingress.readiness is None:
         return respond(Health(status="unavailable", checks={"producer": "not started"}), 503)
     ready, checks = ingress.readiness.state()
+    projector, projector_ok = request.app.state.projector_probe.checks()
+    checks = {**checks, **projector}
+    ready = ready and projector_ok
     return respond(Health(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503)
 
 

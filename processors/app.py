@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
+import sys
 from collections.abc import Awaitable
 from typing import Any
 
@@ -25,6 +27,7 @@ from processors.metrics import Metrics
 
 log = logging.getLogger(__name__)
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's 1 MiB message.max.bytes
+EXIT_UNCOMMITTED = 70  # exit status of a processor that stopped mid-batch without committing
 
 
 def default_store() -> str:
@@ -82,7 +85,8 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         processor.rebuild_alarms()
 
     if delay_tiers:
-        _install_delay(app, DelayTiers(settings=settings, metrics=metrics))
+        _install_delay(app, DelayTiers(settings=settings, metrics=metrics,
+                                       on_failure=lambda _exc: exit_uncommitted()))
     attach(app, "processor", processor)
     attach(app, "metrics", metrics)
     return app
@@ -107,7 +111,29 @@ def _install_agent(app: faust.App, topology: Topology, processor: JobProcessor, 
     async def job_processor(stream: Any) -> None:
         await _changelog_metadata(app, table)
         async for events in stream.take_events(batch_max, within=batch_within_s):
-            await processor.process([_incoming(event) for event in events])
+            await _decide_or_exit(processor, events)
+
+
+async def _decide_or_exit(processor: JobProcessor, events: Any) -> None:
+    # take_events acks the whole batch in a `finally` when the loop body raises, and Faust
+    # commits on an agent error and restarts the agent: a batch whose effects were not all
+    # acked, or whose states were not written, would be committed and its inputs lost. Any
+    # failure (or cancellation) in the middle of a batch therefore ends the process at
+    # once, before Faust can ack or commit; the supervisor restarts it and the inputs are
+    # decided again from the last committed offset (deterministic ids absorb repeats).
+    try:
+        await processor.process([_incoming(event) for event in events])
+    except BaseException:
+        log.critical("batch of %d inputs failed; exiting without committing it", len(events),
+                     exc_info=True)
+        exit_uncommitted()
+
+
+def exit_uncommitted() -> None:
+    """End the process now: no Faust shutdown, so no ack, commit or table write."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(EXIT_UNCOMMITTED)
 
 
 async def _changelog_metadata(app: faust.App, table: Any) -> None:

@@ -303,11 +303,23 @@ def _timer(state: Job | None, t: RetryTimer, policy: Policy, now: datetime) -> D
     return em.decision()
 
 
+def dispatch_due(job: Job, timeout_s: float) -> datetime | None:
+    """When a dispatched job that has not started is re-dispatched (``None``: not dispatched)."""
+    if job.phase != "dispatched" or job.dispatched_at is None:
+        return None
+    return job.dispatched_at + timedelta(seconds=timeout_s)
+
+
 def _check(state: Job, policy: Policy, now: datetime) -> Decision:
-    """A lease/deadline check: re-queue an expired lease, fail a queued job past deadline."""
+    """A lease/deadline check: re-queue an expired lease, fail a queued job past deadline,
+    re-dispatch a job whose work item did not start within ``retry.dispatch_timeout_s``."""
     em = _emitter(state, now)
     if state.status == "queued" and _deadline_passed(state, now):
         _fail(em, state, "deadline_exceeded", "deadline")
+        return em.decision()
+    due = dispatch_due(state, policy.retry.dispatch_timeout_s)
+    if due is not None and due <= now:
+        _queue(em, _same_route(state), state.attempt + 1, "dispatch_timeout")
         return em.decision()
     lease = state.lease_deadline
     if state.status != "running" or lease is None or lease > now:

@@ -6,8 +6,11 @@ sleeps: the poll loop's timeout is the time to the next resume. Within one tier 
 arrive roughly in due order (same delay class), so holding the head of a partition holds
 little else. A timer due later than its tier's length (beyond the largest tier) is
 re-delayed: written again to the same tier after one tier length. Offsets are committed
-only after the forwarded message is acknowledged, so a crash re-forwards (the processor
-treats a second due timer for the same attempt as stale).
+only after the forwarded message's delivery report says the broker has it, so a crash
+re-forwards (the processor treats a second due timer for the same attempt as stale). A
+refused forward, or any other error, ends the loop, and ``on_failure`` is told: the
+processors' app then ends the process so its supervisor restarts it, rather than leave
+the tiers silently unread.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from brigade.errors import DecodeError
+from brigade.errors import BrigadeError, DecodeError
 from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
@@ -29,13 +33,25 @@ from schemas.records import DeadLetter, RetryTimer
 
 log = logging.getLogger(__name__)
 _MAX_POLL_S = 0.2
+_FLUSH_S = 1.0  # one wait for a delivery report; repeated until it arrives or the loop stops
+
+
+class ForwardFailed(BrigadeError):
+    """The broker refused a forwarded timer."""
+
+
+class _Stopping(Exception):
+    """Asked to stop while a forward was unconfirmed: leave it uncommitted, not a failure."""
 
 
 class DelayTiers:
     """The delay agent over all tier topics, run on its own thread beside the Faust worker."""
 
-    def __init__(self, *, settings: Settings, metrics: Metrics, group: str | None = None) -> None:
+    def __init__(self, *, settings: Settings, metrics: Metrics, group: str | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+        """``on_failure`` is called (on the delay thread) when the loop dies of an error."""
         self._settings = settings
+        self._on_failure = on_failure
         self._topology = Topology(settings)
         self._metrics = metrics
         self._group = group or f"{settings.kafka.topic_prefix}-delay-tiers"
@@ -57,6 +73,17 @@ class DelayTiers:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except _Stopping:
+            log.info("delay tiers stopped with a forward unconfirmed; it is not committed")
+        except BaseException as exc:
+            log.critical("delay tiers stopped: %r", exc, exc_info=True)
+            if self._on_failure is not None:
+                self._on_failure(exc)
+            raise
+
+    def _loop(self) -> None:
         consumer = make_consumer(self._settings, self._group)
         producer = make_producer(self._settings)
         consumer.subscribe(list(self._tier_of), on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -119,10 +146,26 @@ class DelayTiers:
 
     def _forward(self, consumer: Consumer, producer: Producer, at: TopicPartition, key: bytes | None,
                  topic: str, value: bytes) -> None:
-        producer.produce(topic, key=key, value=value)
+        self._deliver(producer, topic, key, value)
         # Commit only what the broker acknowledged: a crash before this re-forwards.
-        producer.flush(30)
-        consumer.commit(offsets=[TopicPartition(at.topic, at.partition, at.offset + 1)], asynchronous=False)
+        try:
+            consumer.commit(offsets=[TopicPartition(at.topic, at.partition, at.offset + 1)],
+                            asynchronous=False)
+        except KafkaException as exc:
+            # Not a loss: the timer is forwarded again by whoever reads the partition next.
+            log.warning("delay tiers: commit of %s[%d]@%d failed: %s", at.topic, at.partition, at.offset, exc)
+
+    def _deliver(self, producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+        reports: list[KafkaError | None] = []
+        producer.produce(topic, key=key, value=value, on_delivery=lambda err, _msg: reports.append(err))
+        # flush() returning says nothing about success: wait for this message's own report
+        # (librdkafka retries until message.timeout.ms, then reports the error).
+        while not reports:
+            if self._stop.is_set():
+                raise _Stopping
+            producer.flush(_FLUSH_S)
+        if reports[0] is not None:
+            raise ForwardFailed(f"forward to {topic} refused: {reports[0]}")
 
     def _dead_letter(self, at: TopicPartition, key: bytes | None, exc: DecodeError) -> bytes:
         letter = DeadLetter(source_topic=at.topic, partition=at.partition, offset=at.offset, raw=exc.raw,

@@ -37,6 +37,9 @@ from schemas.records import (
 )
 
 Phase = Literal["new", "dispatched", "running", "retry_wait", "done"]
+# Re-dispatches that are not the job's fault do not count against max_attempts: a re-queue
+# to a fallback pool, and one after a work item did not start within the dispatch timeout.
+FREE_REDISPATCH: frozenset[str] = frozenset({"fallback", "dispatch_timeout"})
 MAX_ERRORS = 20  # error history kept per job; older entries are dropped
 
 
@@ -72,6 +75,7 @@ class Job:
     worker: str | None = None
     batch_id: str | None = None
     lease_deadline: datetime | None = None
+    dispatched_at: datetime | None = None
     next_retry_at: datetime | None = None
     cancel_requested: bool = False
     last_error: str | None = None
@@ -166,11 +170,12 @@ def _submitted(job: Job | None, e: JobSubmitted) -> Job:
 def _queued(job: Job, e: JobQueued) -> Changes:
     if job.status not in ("queued", "running"):
         raise _illegal(job, e)
-    free = job.free_attempts + (1 if e.reason == "fallback" else 0)
+    free = job.free_attempts + (1 if e.reason in FREE_REDISPATCH else 0)
     return _changes(
         status="queued", phase="dispatched", attempt=e.attempt, free_attempts=free,
         pool=e.pool, lane=e.lane, model=e.model, worker=None, batch_id=None,
-        lease_deadline=None, next_retry_at=None, sequence=e.envelope.sequence,
+        lease_deadline=None, next_retry_at=None, dispatched_at=e.envelope.occurred_at,
+        sequence=e.envelope.sequence,
         updated_at=e.envelope.occurred_at,
     )
 

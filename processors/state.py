@@ -14,7 +14,7 @@ from typing import Any
 from processors.lifecycle import Job
 from schemas.records import JobSpec
 
-_JOB_TIMES = ("lease_deadline", "next_retry_at", "created_at", "updated_at")
+_JOB_TIMES = ("lease_deadline", "next_retry_at", "created_at", "updated_at", "dispatched_at")
 _SPEC_TIMES = ("created_at", "deadline")
 
 
@@ -53,7 +53,7 @@ def decode_job(data: bytes) -> Job:
     """Read a job's state back from the table."""
     values: dict[str, Any] = json.loads(data)
     for name in _JOB_TIMES:
-        values[name] = _parse(values[name])
+        values[name] = _parse(values.get(name))  # states stored before a field existed lack it
     values["spec"] = _spec_from_json(values["spec"]) if values["spec"] is not None else None
     values["errors"] = tuple(values["errors"])
     values["conflicts"] = tuple(values["conflicts"])

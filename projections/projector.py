@@ -10,6 +10,11 @@ every event projected once. Commits still happen, for lag monitoring.
 
 Runs as ``brigade projector`` (:meth:`Projector.run_forever`) or as a background thread
 of the API process when ClickHouse is embedded (:meth:`Projector.start`).
+
+A failed insert is retried with capped exponential backoff for as long as it fails: the
+batch is the next thing the log owes ClickHouse, so there is nothing else to do, and
+giving up would silently freeze every read. :meth:`Projector.health` reports the lag, the
+last error and whether it is retrying, for ``/readyz`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
@@ -34,7 +40,19 @@ from projections.writer import LogRecord, ProjectionWriter, WriteStats, stored_o
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.2
-_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+_RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # the last one repeats forever
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorHealth:
+    """What an operator needs to know about a running projector."""
+
+    running: bool  # the loop is alive (False once it stopped on an error it cannot retry)
+    retrying: bool  # the last insert failed and is being retried
+    lag: int | None  # events in the log not yet projected (None before the first assignment)
+    insert_failures: int  # failed inserts since start
+    last_error: str | None  # the latest insert or loop error
+    last_error_at: float | None  # its time.time()
 
 
 class Projector:
@@ -76,6 +94,11 @@ class Projector:
         self._positions: dict[int, int] = {}
         self._consumer: Consumer | None = None
         self.error: BaseException | None = None
+        self._retrying = False
+        self._lag: int | None = None
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -108,6 +131,7 @@ class Projector:
             while not self._stop.is_set():
                 self._collect(consumer)
                 self._flush(consumer)
+                self._measure_lag(consumer)
         finally:
             self._consumer = None
             consumer.close()
@@ -117,11 +141,37 @@ class Projector:
             self.run_forever()
         except BaseException as exc:
             self.error = exc
+            self._note_error(exc)
             log.exception("projector stopped on an error")
             with self._progress:
                 self._progress.notify_all()
 
     # ---- observing progress -----------------------------------------------------------
+
+    def health(self) -> ProjectorHealth:
+        """Lag, last error and whether the projector is alive or retrying an insert."""
+        running = self.error is None and (self._thread is None or self._thread.is_alive())
+        return ProjectorHealth(running=running, retrying=self._retrying, lag=self._lag,
+                               insert_failures=self._failures, last_error=self._last_error,
+                               last_error_at=self._last_error_at)
+
+    def _note_error(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._last_error_at = time.time()
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        # Cached high watermarks come with every fetch: no broker round trip.
+        with self._progress:
+            assigned = dict(self._positions)
+        try:
+            lag = 0
+            for tp in consumer.assignment():
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    lag += max(0, high - assigned.get(tp.partition, 0))
+        except KafkaException:
+            return
+        self._lag = lag
 
     @property
     def stats(self) -> WriteStats:
@@ -182,7 +232,9 @@ class Projector:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        stats = self._write_with_retry(batch)
+        stats = self._write_with_retry(batch, consumer)
+        if stats is None:
+            return  # stopping with the batch unwritten: not committed, read again next time
         if self._after_insert is not None:
             self._after_insert(stats)
         ends = {partition: offset + 1 for partition, offset in stats.last_offsets.items()}
@@ -196,17 +248,25 @@ class Projector:
             self._positions.update(ends)
             self._progress.notify_all()
 
-    def _write_with_retry(self, batch: list[LogRecord]) -> WriteStats:
-        for attempt, backoff in enumerate((*_RETRY_BACKOFF_S, None)):
+    def _write_with_retry(self, batch: list[LogRecord], consumer: Consumer) -> WriteStats | None:
+        attempt = 0
+        while not self._stop.is_set():
             try:
-                return self._writer.write(batch)
-            except ProjectionError:
-                if backoff is None or self._stop.is_set():
-                    raise
-                log.warning("projector insert failed (attempt %d), retrying in %.1fs", attempt + 1, backoff,
-                            exc_info=True)
+                stats = self._writer.write(batch)
+            except Exception as exc:  # noqa: BLE001 - ClickHouse away, a table renamed: retry
+                attempt += 1
+                self._failures += 1
+                self._retrying = True
+                self._note_error(exc)
+                backoff = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S)) - 1]
+                log.warning("projector insert failed (attempt %d), retrying in %.1fs: %s",
+                            attempt, backoff, exc)
+                self._measure_lag(consumer)
                 self._stop.wait(backoff)
-        raise AssertionError("unreachable")
+                continue
+            self._retrying = False
+            return stats
+        return None
 
     # ---- rebalances -------------------------------------------------------------------
 

@@ -183,8 +183,11 @@ class ProjectionWriter:
     def _load(self, lifecycle: list[tuple[LogRecord, r.LifecycleEvent]]) -> dict[str, Tracked]:
         """States of the batch's jobs: from the cache, else re-folded from ``job_events``.
 
-        A job whose first event here is ``JobSubmitted`` is new (the processor emits it
-        once per job id), so only the others are looked up.
+        Every job missing from the cache is looked up, ``JobSubmitted`` first or not: the
+        processor re-emits a batch's events (same ids and sequences) when it replays it after
+        a crash, and a re-emitted ``JobSubmitted`` read by a projector that has forgotten the
+        job must be found a duplicate, or the rollups count the job twice. (The lookup for a
+        genuinely new job finds no rows; it is one query per batch for all of them.)
         """
         states: dict[str, Tracked] = {}
         missing: dict[str, str] = {}
@@ -195,7 +198,7 @@ class ProjectionWriter:
             cached = self._cache.get(job_id)
             if cached is not None:
                 states[job_id] = cached
-            elif not isinstance(event, r.JobSubmitted):
+            else:
                 missing[job_id] = event.envelope.tenant_id
         if missing:
             states.update(self._refold(missing))

@@ -22,14 +22,19 @@ member, provided work topics and job-events have the same number of partitions;
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
 import faust
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from brigade.errors import ConfigError
+from brigade.kafka.clients import make_admin
 from brigade.kafka.streams import attach
 from brigade.kafka.topology import Topology
 from brigade.settings import LANES, Settings
@@ -127,6 +132,8 @@ def create_app(
 
     app.on_before_shutdown.connect(_drain)  # type: ignore[arg-type]  # mode's signal typing
 
+    _connect_rebalance(app, settings, runtime, topology.job_events)
+
     attach(app, "runtime", runtime)  # for the CLI's metrics endpoint
     return app
 
@@ -147,3 +154,59 @@ def _add_work_agent(app: faust.App, source: Any, runtime: WorkerRuntime, pool: s
             await runtime.on_work(pool, lane, stream, event)
 
     app.agent(source, name=f"work-{pool}-{lane}")(work)
+
+
+def _connect_rebalance(app: faust.App, settings: Settings, runtime: WorkerRuntime, job_events: str) -> None:
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Faust re-reads revoked partitions from their committed offsets: forget their events.
+        runtime.acks.revoke(revoked)
+        for tp in revoked:
+            if tp.topic == job_events:
+                runtime.catchup.revoke(tp.partition)
+
+    app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]  # mode's signal typing
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Work of these partitions waits from now on; the targets are fetched in the
+        # background, never inside the rebalance: Faust's consumer thread is busy with it
+        # (asking it for high watermarks here hung until the session timed out).
+        partitions = [tp.partition for tp in assigned if tp.topic == job_events]
+        if not partitions:
+            return
+        runtime.catchup.pending(partitions)
+        task = asyncio.create_task(_set_catchup(settings, runtime, app.conf.id, job_events, partitions))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]  # mode's signal typing
+
+
+async def _set_catchup(settings: Settings, runtime: WorkerRuntime, group: str, job_events: str,
+                       partitions: list[int]) -> None:
+    try:
+        committed, ends = await asyncio.to_thread(_offsets, settings, group, job_events, partitions)
+    except Exception:
+        # Run at once: at worst a finished item reaches the model again.
+        logging.getLogger(__name__).warning("job-state catch-up targets unavailable", exc_info=True)
+        runtime.catchup.release()
+        return
+    for partition in partitions:
+        runtime.catchup.assign(partition, committed=committed.get(partition, 0), end=ends[partition])
+
+
+def _offsets(settings: Settings, group: str, topic: str,
+             partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """The group's committed offsets (0 where none) and the end offsets of ``topic``."""
+    # One admin client, referenced until both answers are in: a client that is garbage
+    # collected first destroys its handle and fails its pending requests.
+    admin = make_admin(settings)
+    latest = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
+    listed = admin.list_offsets(latest).items()
+    ends = {tp.partition: answer.result(timeout=10).offset for tp, answer in listed}
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+    [future] = admin.list_consumer_group_offsets([request]).values()
+    result = future.result(timeout=10)
+    committed = {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions}
+    return committed, ends

@@ -161,8 +161,8 @@ class PoolExecutor:
             item = items[index]
             try:
                 value = await _input_of(item, self.results)
-            except ModelError as exc:
-                final[index] = self._failed(item, exc)
+            except Exception as exc:  # noqa: BLE001 - one bad item fails itself, not its batch
+                final[index] = self._failed(item, _as_model_error(exc, "preparing the input"))
                 continue
             indexes.append(index)
             requests.append(InferenceRequest(job_id=item.spec.job_id, input=value, model=item.model))
@@ -175,7 +175,7 @@ class PoolExecutor:
         started = self._clock()
         self.model_calls += 1
         try:
-            answers = await self.client.infer(call.requests)
+            answers = await self._infer(call.requests)
         except ModelError as exc:
             await self._record(ticket, exc)
             return {i: self._failed(items[i], exc) for i in call.indexes}
@@ -193,6 +193,26 @@ class PoolExecutor:
         finished = await asyncio.gather(*(self._finish(items[i], a, latency_ms, size) for i, a in pairs))
         return dict(zip(call.indexes, finished, strict=True))
 
+    async def _infer(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult | ModelError]:
+        try:
+            return list(await self.client.infer(requests))
+        except Permanent:
+            # A 4xx for a batched call may be one bad item's fault: split until it is alone.
+            if len(requests) == 1:
+                raise
+        self.metrics.batch_splits.labels(self.name).inc()
+        middle = len(requests) // 2
+        return [*await self._infer_part(requests[:middle]), *await self._infer_part(requests[middle:])]
+
+    async def _infer_part(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult | ModelError]:
+        # After a split each half answers for itself: an error fails only that half's items.
+        try:
+            return await self._infer(requests)
+        except ModelError as exc:
+            if isinstance(exc, RateLimited):
+                self._pause(exc)
+            return [exc] * len(requests)
+
     async def _finish(
         self, item: WorkItem, answer: InferenceResult | ModelError, latency_ms: float, size: int
     ) -> WorkOutcome:
@@ -206,8 +226,8 @@ class PoolExecutor:
         try:
             text = canonical_json(self.pipeline.run(answer.output))
             stored = await self.results.put(item.spec.job_id, text)
-        except ModelError as exc:
-            return self._failed(item, exc)
+        except Exception as exc:  # noqa: BLE001 - one item's result fails itself, not its batch
+            return self._failed(item, _as_model_error(exc, "storing the result"))
         return self._outcome(
             item, "succeeded", model=answer.model or item.model, latency_ms=latency_ms, batch_size=size,
             result_inline=stored.inline, result_ref=stored.ref, result_size=stored.size,
@@ -216,10 +236,16 @@ class PoolExecutor:
 
     async def _record(self, ticket: int, error: ModelError | None) -> None:
         if isinstance(error, RateLimited):
-            self.metrics.rate_limited.labels(self.name).inc()
-            delay = error.retry_after if error.retry_after is not None else 1.0
-            self.paused_until = max(self.paused_until, self._clock() + delay)
+            self._pause(error)
         await self._transition(self.breaker.record(ticket, error))
+
+    def _pause(self, error: RateLimited) -> None:
+        self.metrics.rate_limited.labels(self.name).inc()
+        delay = error.retry_after if error.retry_after is not None else 1.0
+        if delay > self.pool.retry_after_cap_s:
+            self.metrics.retry_after_capped.labels(self.name).inc()
+            delay = self.pool.retry_after_cap_s
+        self.paused_until = max(self.paused_until, self._clock() + delay)
 
     async def _wait_for_rate_limit(self) -> None:
         # Respect Retry-After for the whole pool: every batch waits until the pause ends
@@ -278,6 +304,14 @@ class PoolExecutor:
             self._reported[(outcome.job_id, outcome.attempt)] = None
             while len(self._reported) > _REMEMBERED:
                 self._reported.popitem(last=False)
+
+
+def _as_model_error(exc: Exception, doing: str) -> ModelError:
+    """A foreign exception while handling one item: I/O may pass, anything else will not."""
+    if isinstance(exc, ModelError):
+        return exc
+    message = f"{doing} failed: {type(exc).__name__}: {exc}"
+    return Transient(message) if isinstance(exc, OSError) else Permanent(message)
 
 
 async def _input_of(item: WorkItem, results: ResultStore) -> Any:

@@ -40,7 +40,10 @@ class JobView:
     pool: str | None = None
     callback_url: str | None = None
     cancel_requested: bool = False
-    callback_started: bool = False
+    # Event id of the event that made the job terminal: the one whose delivery sends the
+    # callback. Its redelivery (after a crash) sends again; any later terminal-looking
+    # event (JobDeadLettered after JobFailed) does not.
+    terminal_event: str = ""
     callback_done: bool = False
 
     @property
@@ -69,7 +72,10 @@ def fold(view: JobView | None, event: object) -> JobView | None:
         # A finished job stays finished: later records (a late JobFailed after a dead letter,
         # a replayed start) must not resurrect it.
         return view
-    return _apply(base, event)
+    after = _apply(base, event)
+    if after.terminal and not base.terminal:
+        after = replace(after, terminal_event=str(event.envelope.event_id))  # type: ignore[attr-defined]
+    return after
 
 
 def _job_id(event: object) -> str | None:
@@ -119,13 +125,19 @@ def skip_reason(view: JobView | None, item: WorkItem) -> str | None:
     return None
 
 
-def should_send_callback(view: JobView, *, my_pools: Collection[str], default_pool: str | None) -> bool:
-    """Whether this worker group owns the job's callback and has not started it yet.
+def should_send_callback(view: JobView, event_id: str, *, my_pools: Collection[str],
+                         default_pool: str | None) -> bool:
+    """Whether the event ``event_id`` (just folded into ``view``) sends the job's callback here.
 
-    Within a group, only the process owning the job's job-events partition sees the event;
-    across groups (one per pool set), the group serving the job's last pool sends it.
+    Only the event that made the job terminal sends it, every time it is read until the
+    log says a delivery succeeded (at-least-once: a worker killed mid-delivery leaves the
+    event unacked, and whoever reads it next sends again). Within a group, only the process
+    owning the job's job-events partition sees the event; across groups (one per pool
+    set), the group serving the job's last pool sends it.
     """
-    if not view.terminal or view.callback_url is None or view.callback_started or view.callback_done:
+    if not view.terminal or view.callback_url is None or view.callback_done:
+        return False
+    if not event_id or event_id != view.terminal_event:
         return False
     pool = view.pool if view.pool is not None else default_pool
     return pool is not None and pool in my_pools

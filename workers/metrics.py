@@ -23,6 +23,14 @@ class WorkerMetrics:
         self.rate_limited = Counter(
             "brigade_worker_rate_limited", "429 answers from the model service.", ["pool"], registry=r
         )
+        self.retry_after_capped = Counter(
+            "brigade_worker_retry_after_capped", "Retry-After pauses cut to the pool's retry_after_cap_s.",
+            ["pool"], registry=r,
+        )
+        self.batch_splits = Counter(
+            "brigade_worker_batch_splits", "Batched model calls split after a 4xx, to isolate bad items.",
+            ["pool"], registry=r,
+        )
         self.outcomes = Counter(
             "brigade_worker_outcomes", "Outcomes reported, by kind and error class.",
             ["pool", "lane", "kind", "error_class"], registry=r,

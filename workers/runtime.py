@@ -4,8 +4,9 @@
 of one worker process; ``workers.app`` wires its methods into Faust agents. Acks are per
 event and manual (``stream.noack()``): a work item is acked only after its final outcome is
 durable in ``brigade.outcomes``; a terminal job event is acked only after its callback
-delivery finished. Faust commits the contiguous prefix of acked offsets per partition, so
-acking out of order is safe and a crash redelivers exactly the unfinished messages.
+delivery finished. Events finish out of order, so they reach Faust through an ``AckGate``
+that acks each partition's contiguous prefix of finished events only: a crash redelivers
+every unfinished message (and perhaps some finished after it), never skips one.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from schemas.records import (
     WorkItem,
     WorkOutcome,
 )
+from workers.acks import AckGate
 from workers.batching import Batch, BatchPolicy, estimate_tokens
 from workers.breaker import CircuitRecord
 from workers.callbacks import CallbackAttempt, CallbackSender
+from workers.catchup import CatchUp
 from workers.executor import PoolExecutor
 from workers.jobstate import JobView, fold, should_send_callback
 from workers.lanes import LaneRunner, Slots
@@ -98,6 +101,8 @@ class WorkerRuntime:
         self.worker_id = worker_id
         self.metrics = metrics
         self.codec = Codec(metrics=metrics.registry)
+        self.acks = AckGate()
+        self.catchup = CatchUp()
         self.executors: dict[str, PoolExecutor] = {}
         self.lanes: dict[tuple[str, str], LaneRunner[Pending]] = {}
         self.callbacks: CallbackSender | None = None
@@ -162,12 +167,15 @@ class WorkerRuntime:
 
     async def on_work(self, pool: str, lane: str, stream: Any, event: Any) -> None:
         """Decode one work message and hand it to its lane (dead-letter what does not decode)."""
+        self.acks.track(stream, event)
         try:
             item = self.codec.decode_as(event.value, WorkItem)
         except DecodeError as exc:
             await self._dead_letter(event, exc)
-            await stream.ack(event)
+            await self.acks.finish(event)
             return
+        # A redelivered item may have finished: let the table fold its job's events first.
+        await self.catchup.wait(event.message.partition)
         spec = item.spec
         tokens = estimate_tokens(spec.input, payload_size=spec.payload_size)
         size = len(spec.input.encode()) if spec.input is not None else spec.payload_size
@@ -181,7 +189,7 @@ class WorkerRuntime:
             await self.executors[pool].execute([p.item for p in batch.items], lane=lane)
             # Outcomes are durable: only now may Kafka forget these messages.
             for pending in batch.items:
-                await pending.stream.ack(pending.event)
+                await self.acks.finish(pending.event)
             self.metrics.in_flight.labels(pool, lane).set(self.lanes[(pool, lane)].in_flight)
 
         return execute
@@ -198,35 +206,46 @@ class WorkerRuntime:
 
     async def on_job_event(self, stream: Any, event: Any) -> None:
         """Fold one job event into the table; start the callback when this worker owns it."""
+        self.acks.track(stream, event)
+        await self._fold_event(event)
+        self.catchup.folded(event.message.partition, event.message.offset)
+
+    async def _fold_event(self, event: Any) -> None:
         try:
             record = self.codec.decode(event.value)
         except DecodeError:
             # The processor owns job-events and its dead letters; a reader just moves on.
             log.warning("undecodable job event at %s", event.message.tp)
-            await stream.ack(event)
+            await self.acks.finish(event)
             return
         key = event.key
         before = self.view(key.decode()) if isinstance(key, bytes) else None
         after = fold(before, record)
-        if after is None or after == before:
-            await stream.ack(event)
+        if after is None:
+            await self.acks.finish(event)
             return
-        if should_send_callback(after, my_pools=self.pools, default_pool=self.settings.default_pool):
-            after = JobView(**{**after.to_json(), "callback_started": True})
+        if after != before:
             self.table[key] = after.to_json()
-            self._start_callback(after, record, stream, event)
+        # Decided on every read, changed or not: the table may already hold this terminal
+        # event (restored from the changelog) when a killed worker never delivered it.
+        envelope = getattr(record, "envelope", None)
+        event_id = str(envelope.event_id) if envelope is not None else ""
+        default = self.settings.default_pool
+        if should_send_callback(after, event_id, my_pools=self.pools, default_pool=default):
+            await self._start_callback(after, record, event)
             return
-        self.table[key] = after.to_json()
-        await stream.ack(event)
+        await self.acks.finish(event)
 
-    def _start_callback(self, view: JobView, record: object, stream: Any, event: Any) -> None:
+    async def _start_callback(self, view: JobView, record: object, event: Any) -> None:
         if view.job_id in self._callbacks_in_flight:
+            # The delivery in flight covers this copy; the gate acks it after that one.
+            await self.acks.finish(event)
             return
-        task = asyncio.create_task(self._deliver(view, record, stream, event))
+        task = asyncio.create_task(self._deliver(view, record, event))
         self._callbacks_in_flight[view.job_id] = task
         task.add_done_callback(lambda _: self._callbacks_in_flight.pop(view.job_id, None))
 
-    async def _deliver(self, view: JobView, record: object, stream: Any, event: Any) -> None:
+    async def _deliver(self, view: JobView, record: object, event: Any) -> None:
         assert self.callbacks is not None and view.callback_url is not None
 
         async def report(attempt: CallbackAttempt) -> None:
@@ -241,7 +260,7 @@ class WorkerRuntime:
         except Exception:
             log.exception("callback of %s failed unexpectedly; its event stays unacked", view.job_id)
             return
-        await stream.ack(event)
+        await self.acks.finish(event)
 
 
 def callback_payload(view: JobView, record: object) -> dict[str, Any]:

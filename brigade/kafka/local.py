@@ -206,8 +206,9 @@ class LocalKafka:
 
     def _format(self, libs: Path, properties: Path) -> None:
         cluster_id = self.cluster_id or _cluster_id()
+        # One id in 64 starts with "-", which argparse would take for an option: use "=".
         command = [*self._java(libs), "kafka.tools.StorageTool", "format",
-                   "-t", cluster_id, "-c", str(properties), "--ignore-formatted"]
+                   f"--cluster-id={cluster_id}", "-c", str(properties), "--ignore-formatted"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise KafkaError(f"formatting KRaft storage failed:\n{result.stdout}\n{result.stderr}")

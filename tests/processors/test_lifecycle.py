@@ -201,6 +201,21 @@ def test_lease_expiry_counts_as_an_attempt() -> None:
     assert state is not None and state.status == "failed"
 
 
+def test_a_dispatch_that_never_starts_is_dispatched_again_without_spending_an_attempt() -> None:
+    s = spec(max_attempts=1)  # default dispatch timeout: 300 s
+    state, events, decisions = run([
+        (submit(s), 0),
+        (timer(s, 0, later(200), "check"), 200),   # still within the dispatch timeout
+        (timer(s, 0, later(301), "check"), 301),   # attempt 1 never started
+        (outcome(s, "started", 1), 302),           # a late start of the lost attempt is stale
+        (outcome(s, "started", 2), 303), (outcome(s, "succeeded", 2), 304),
+    ])
+    assert [d.note for d in decisions][1:4] == ["noop", "applied", "stale"]
+    redispatch = [e for e in events if isinstance(e, JobQueued)][-1]
+    assert (redispatch.attempt, redispatch.reason) == (2, "dispatch_timeout")
+    assert state is not None and state.status == "succeeded" and state.counted_attempts == 1
+
+
 @pytest.mark.parametrize("stage", ["queued", "retry_wait", "running", "succeeded"])
 def test_cancellation_in_each_state(stage: str) -> None:
     s = spec()

@@ -12,6 +12,7 @@ from projections.logread import log_end_offsets
 from projections.projector import Projector
 from projections.simulate import by_job, circuit_opened, stream
 from projections.types import ClickHouse
+from schemas.records import JobSubmitted
 from tests.projections.support import chdb, produce
 
 __all__ = ["chdb"]
@@ -98,3 +99,25 @@ def test_wait_for_sees_a_transition(settings: Settings, topics: Topology, chdb: 
         assert _statuses(chdb) == {last.job_id: "succeeded"}
     finally:
         projector.stop()
+
+
+def test_a_reemission_after_a_projector_restart_is_counted_once(
+    settings: Settings, topics: Topology, chdb: ClickHouse
+) -> None:
+    # Given 10 jobs' whole histories projected by a projector that then stops
+    events = stream(10, seed=7)
+    produce(settings, topics.job_events, events)
+    _project(settings, chdb, topics.job_events).stop()
+    totals = _rollup_totals(chdb)
+    assert totals[:2] == (len(events), 10)
+    # When the processor re-emits the JobSubmitted of each (same ids and sequences, new
+    # offsets), as when it replays a batch of submits after a crash, and a fresh projector
+    # (empty cache) reads them: each job's only event in that batch is its JobSubmitted
+    again = [e for e in events if isinstance(e, JobSubmitted)]
+    produce(settings, topics.job_events, again)
+    projector = _project(settings, chdb, topics.job_events)
+    projector.stop()
+    # Then the rollups and job_events count every job and event once
+    assert projector.stats.duplicates == len(again)
+    assert _rollup_totals(chdb) == totals
+    assert chdb.query("SELECT count() FROM job_events")[0][0] == len(events)

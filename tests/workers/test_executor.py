@@ -152,8 +152,8 @@ async def test_rate_limit_pauses_the_pool_until_retry_after(emulator: str, harne
     h.executor._clock = time.monotonic  # the pause is real time
     first = await h.run([work_item("a"), work_item("b")])
     assert {(o.kind, o.error_class, o.retry_after_ms) for o in first} == {("failed", "rate_limited", 1000)}
+    began = time.monotonic()  # the pause runs from the 429, not from the reconfiguration
     configure(emulator, rate_429=0.0)
-    began = time.monotonic()
     second = await h.run([work_item("c")])
     assert second[0].kind == "succeeded"
     assert time.monotonic() - began >= 0.9, "the second call did not wait for Retry-After"
@@ -240,3 +240,14 @@ async def test_bad_input_fails_permanently_without_a_call(emulator: str, harness
     (outcome,) = await h.run([broken])
     assert (outcome.kind, outcome.error_class) == ("failed", "permanent")
     assert stats(emulator)["requests"] == 0
+
+
+async def test_a_long_retry_after_pause_is_capped_and_counted(emulator: str, harness: Any) -> None:
+    configure(emulator, rate_429=1.0, retry_after_s=86_400)
+    h = harness(retry_after_cap_s=2.0)
+    h.executor._clock = time.monotonic
+    first = await h.run([work_item("a")])
+    assert first[0].error_class == "rate_limited" and first[0].retry_after_ms == 86_400_000
+    # The pool pauses for the cap, not a day, and the capped pause is counted
+    assert 0 < h.executor.paused_until - time.monotonic() <= 2.0
+    assert h.metrics.retry_after_capped.labels("p")._value.get() == 1

@@ -60,13 +60,19 @@ def test_terminal_is_sticky_and_callback_once() -> None:
                  JobQueued(envelope=env(2), pool="p", lane="batch", model="m", attempt=1),
                  JobFailed(envelope=env(3), attempt=1, reason="r", error_class="permanent", terminal=True))
     assert failed is not None and failed.status == "failed"
-    assert should_send_callback(failed, my_pools=["p"], default_pool=None)
-    assert not should_send_callback(failed, my_pools=["other"], default_pool=None)
-    started = JobView(**{**failed.to_json(), "callback_started": True})
-    after = fold(started, JobDeadLettered(envelope=env(4), attempts=1, reason="r"))
-    assert after == started and not should_send_callback(started, my_pools=["p"], default_pool=None)
-    acked = fold(started, JobCallbackAttempted(envelope=env(5), callback_attempt=1, url="u", ok=True))
+    terminal = env(3).event_id
+    assert should_send_callback(failed, terminal, my_pools=["p"], default_pool=None)
+    assert not should_send_callback(failed, terminal, my_pools=["other"], default_pool=None)
+    # The terminal event read again (a worker died mid-delivery) sends again: at-least-once
+    assert fold(failed, JobFailed(envelope=env(3), attempt=1, reason="r", error_class="permanent",
+                                  terminal=True)) == failed
+    dead = env(4)
+    after = fold(failed, JobDeadLettered(envelope=dead, attempts=1, reason="r"))
+    assert after == failed
+    assert not should_send_callback(failed, dead.event_id, my_pools=["p"], default_pool=None)
+    acked = fold(failed, JobCallbackAttempted(envelope=env(5), callback_attempt=1, url="u", ok=True))
     assert acked is not None and acked.callback_done
+    assert not should_send_callback(acked, terminal, my_pools=["p"], default_pool=None)
 
 
 def test_cancel_request_skips_and_unknown_jobs_run() -> None:

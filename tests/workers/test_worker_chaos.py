@@ -12,6 +12,7 @@ from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.kafka.topology import Topology
 from brigade.settings import LaneSettings, PoolSettings, Settings
+from schemas.records import JobSpec
 from workers.emulator import EmulatorConfig, create_emulator_app
 
 from .kafka_harness import StandInProcessor, WorkerProcess, make_spec
@@ -25,6 +26,12 @@ def slow_emulator() -> Iterator[str]:
     # 400 ms per call: long enough to kill the worker while a batch is inside the model.
     with serve(create_emulator_app(EmulatorConfig(batch_latency_ms=400, item_latency_ms=1))) as url:
         yield url
+
+
+def unfinished(processor: StandInProcessor, specs: list[JobSpec]) -> dict[str, list[str]]:
+    """Each unfinished job's outcomes (kind/attempt/worker/error), for the failure message."""
+    return {s.input or s.job_id: [f"{o.kind}/{o.worker}/{o.error}" for o in processor.of(s.job_id)]
+            for s in specs if s.job_id not in processor.finished}
 
 
 @pytest.mark.chaos
@@ -55,8 +62,11 @@ def test_sigkill_mid_batch_every_job_finishes_once(
         # Then a replacement worker finishes every remaining job
         second = WorkerProcess(cfg, ["p"], tmp_path / "worker-2.log")
         processor.workers.append(second)
-        processor.wait_for(lambda: all(s.job_id in processor.finished for s in specs), timeout=150,
-                           what="every job finished")
+        try:
+            processor.wait_for(lambda: all(s.job_id in processor.finished for s in specs), timeout=150,
+                               what="every job finished")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; unfinished: {unfinished(processor, specs)}") from None
         # And every job finished exactly once
         assert all(processor.emitted[s.job_id] == 1 for s in specs)
         assert {processor.finished[s.job_id] for s in specs} == {"succeeded"}
