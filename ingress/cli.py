@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         """Serve the HTTP API with uvicorn."""
         import uvicorn
 
-        from ingress.server import HTTP_PROTOCOL
+        from brigade.httpserver import HTTP_PROTOCOL
 
         settings: Settings = ctx.obj
         if workers > 1 and settings.clickhouse_url.startswith("chdb://"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from brigade.errors import BrigadeError
 from ingress.models import ErrorBody, ErrorDetail, FieldError
 
@@ -30,10 +28,6 @@ class ApiError(BrigadeError):
         """The JSON body: ``{"error": {"code", "message", "fields", "jobId"}}``."""
         return ErrorBody(error=self.detail).model_dump_json(exclude_none=True).encode()
 
-
-def error_bytes(code: str, message: str) -> bytes:
-    """A minimal error body for places that have no ApiError (the ASGI middleware)."""
-    return json.dumps({"error": {"code": code, "message": message, "fields": []}}).encode()
 
 
 def unauthorized() -> ApiError:

@@ -12,7 +12,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingress.errors import ApiError, error_bytes, unauthorized
+from brigade.httpserver import error_bytes
+from ingress.errors import ApiError, unauthorized
 from ingress.metrics import ApiMetrics
 from ingress.ratelimit import RateLimiter
 from ingress.tenants import Tenant, TenantStore

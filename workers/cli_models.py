@@ -66,7 +66,7 @@ def model_server(
     """
     import uvicorn
 
-    from ingress.server import HTTP_PROTOCOL  # the API's protocol: clients offering h2c are served
+    from brigade.httpserver import HTTP_PROTOCOL  # Brigade's protocol: clients offering h2c are served
 
     if emulate:
         from workers.emulator import create_emulator_app

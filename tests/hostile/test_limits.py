@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingress.server import LimitedHttpToolsProtocol as Protocol
+from brigade.httpserver import LimitedHttpToolsProtocol as Protocol
 from tests.hostile.conftest import LIMIT_CONCURRENCY, QUOTA_BYTES, Stack
 
 pytestmark = [pytest.mark.hostile, pytest.mark.slow]

@@ -20,11 +20,11 @@ import uvicorn
 from confluent_kafka import TopicPartition
 from starlette.applications import Starlette
 
+from brigade.httpserver import HTTP_PROTOCOL
 from brigade.ids import event_id
 from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
-from ingress.server import HTTP_PROTOCOL
 from projections.readmodel import JobEventView, JobPage, JobStatus, TenantStats
 from schemas import records as r
 from schemas.codec import Codec

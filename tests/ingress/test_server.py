@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingress.server import HTTP_PROTOCOL
+from brigade.httpserver import HTTP_PROTOCOL
 from tests.ingress.support import wait_until
 
 

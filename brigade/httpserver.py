@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ingress.errors import error_bytes
+HTTP_PROTOCOL = "brigade.httpserver:LimitedHttpToolsProtocol"  # uvicorn's ``http=`` option
 
-HTTP_PROTOCOL = "ingress.server:LimitedHttpToolsProtocol"  # uvicorn's ``http=`` option
+
+def error_bytes(code: str, message: str) -> bytes:
+    """A minimal Brigade error body, for answers given below the application (no ApiError)."""
+    return json.dumps({"error": {"code": code, "message": message, "fields": []}}).encode()
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
