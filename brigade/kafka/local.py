@@ -36,13 +36,16 @@ def jar_cache_dir() -> Path:
 
 
 def resolve_jars(*, pom: Path = POM_PATH, target: Path | None = None) -> Path:
-    """Resolve the broker's jars with Maven once; return the folder holding them."""
+    """Resolve the runtime jars ``pom`` names with Maven once; return the folder holding them.
+
+    The broker's jars by default; the interop tests resolve Apache Avro Java the same way.
+    """
     target = target or jar_cache_dir()
     marker = target / ".complete"
     if marker.exists():
         return target
     if shutil.which("mvn") is None:
-        raise KafkaError("Maven ('mvn') is needed once to resolve the Kafka jars")
+        raise KafkaError(f"Maven ('mvn') is needed once to resolve the jars of {pom}")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     command = [
@@ -51,7 +54,7 @@ def resolve_jars(*, pom: Path = POM_PATH, target: Path | None = None) -> Path:
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise KafkaError(f"resolving Kafka jars failed:\n{result.stdout}\n{result.stderr}")
+        raise KafkaError(f"resolving the jars of {pom} failed:\n{result.stdout}\n{result.stderr}")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     marker.touch()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brigade.kafka.local import resolve_jars
+
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 AVRO_VERSION = "1.12.2"  # as in pom.xml
@@ -30,24 +32,10 @@ def avro_jar_dir() -> Path:
 
 def resolve_avro_jars() -> Path:
     """Resolve Apache Avro Java and its dependencies with Maven once; return their folder."""
-    target = avro_jar_dir()
-    marker = target / ".complete"
-    if marker.exists():
-        return target
-    for tool in ("mvn", "java", "javac"):
+    for tool in ("java", "javac"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"the interop tests need {tool!r} (Java 17 and Maven)")
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    command = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-               f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"resolving the Avro jars failed:\n{result.stdout}\n{result.stderr}")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    marker.touch()
-    return target
+    return resolve_jars(pom=POM, target=avro_jar_dir())
 
 
 def compile_java(classes: Path, classpath: str, *sources: str) -> None:
