@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from brigade.endpoints import ADMIN_CLICKHOUSE_PATH, operator_token_path
+from projections.backends import connect
 from schemas import records as r
 from tests.ingress.conftest import Api
 from tests.ingress.support import HAVE_CLICKHOUSE_READ_MODEL, wait_until
@@ -18,11 +19,25 @@ from tests.ingress.support import HAVE_CLICKHOUSE_READ_MODEL, wait_until
 pytestmark = pytest.mark.skipif(not HAVE_CLICKHOUSE_READ_MODEL, reason="needs the projections' chDB")
 
 
-def _operator(api: Api, sql: str) -> None:
+def _post_operator(api: Api, sql: str) -> httpx.Response:
     token = operator_token_path(api.settings).read_text().strip()
-    response = httpx.post(f"{api.url}{ADMIN_CLICKHOUSE_PATH}", json={"sql": sql, "format": "Null"},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return httpx.post(f"{api.url}{ADMIN_CLICKHOUSE_PATH}", json={"sql": sql, "format": "Null"},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def _operator(api: Api, sql: str) -> None:
+    response = _post_operator(api, sql)
     assert response.status_code == 204, response.text
+
+
+def _as_owner(api: Api, sql: str) -> None:
+    # The operator endpoint is read-only; the test reaches the tables through a session of its
+    # own (the API serves from this process, and chDB shares one data directory per process).
+    clickhouse = connect(api.settings.clickhouse_url)
+    try:
+        clickhouse.execute(sql)
+    finally:
+        clickhouse.close()
 
 
 def _ready(api: Api) -> tuple[int, dict[str, Any]]:
@@ -32,7 +47,10 @@ def _ready(api: Api) -> tuple[int, dict[str, Any]]:
 
 
 def _metric(api: Api, name: str) -> float:
-    for line in httpx.get(f"{api.url}/metrics", timeout=30).text.splitlines():
+    token = operator_token_path(api.settings).read_text().strip()
+    response = httpx.get(f"{api.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    for line in response.text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
@@ -43,11 +61,13 @@ def test_projector_retries_past_failed_inserts_and_reports_them(api: Api) -> Non
     status, checks = wait_until(lambda: (s := _ready(api)) and s[1].get("projector") == "ok" and s,
                                 timeout_s=60)
     assert status == 200
-    # Given an operator who switched their session's database and settings
+    # Given an operator who switched their session's database (settings are refused outright:
+    # the operator's connection is read-only)
     _operator(api, "USE system")
-    _operator(api, "SET max_threads = 1")
+    refused = _post_operator(api, "SET max_threads = 1")
+    assert refused.status_code == 400 and "readonly" in refused.text.lower(), refused.text
     # And the projector's table gone for a while, so every insert fails
-    _operator(api, "RENAME TABLE brigade.job_events TO brigade.job_events_away")
+    _as_owner(api, "RENAME TABLE brigade.job_events TO brigade.job_events_away")
     spec = r.JobSpec(job_id=str(uuid.uuid4()), tenant_id="acme", payload_sha256="x",
                      created_at=datetime.now(UTC), input='"hi"')
     api.processor.submitted(spec)
@@ -61,7 +81,7 @@ def test_projector_retries_past_failed_inserts_and_reports_them(api: Api) -> Non
     assert int(checks["projector_lag"]) >= 2
     assert _metric(api, "brigade_projector_up") == 1 and _metric(api, "brigade_projector_retrying") == 1
     # And once the table is back, the same batch goes in, on the projector's own database
-    _operator(api, "RENAME TABLE brigade.job_events_away TO brigade.job_events")
+    _as_owner(api, "RENAME TABLE brigade.job_events_away TO brigade.job_events")
     wait_until(lambda: _ready(api)[1].get("projector") == "ok" and _ready(api)[1]["projector_lag"] == "0",
                timeout_s=120)
     with api.client("acme") as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.kafka.topology import Topology
+from brigade.payloadrefs import payload_url
 from brigade.settings import LaneSettings, PoolSettings, Settings
 from workers.emulator import EmulatorConfig, create_emulator_app
 
@@ -48,10 +50,14 @@ def test_a_rejected_input_and_an_unreadable_payload_fail_alone(
         processor.wait_for(lambda: warm.job_id in processor.finished, timeout=120, what="warm-up")
         # When one batch holds an input the model rejects (400 for the whole call), a payload
         # that is not UTF-8, and good inputs
-        garbage = tmp_path / "garbage.bin"
-        garbage.write_bytes(b"\xff\xfe\x00 not text")
+        # stored where the API keeps this tenant's payloads, so only its bytes are wrong
+        garbage_bytes = b"\xff\xfe\x00 not text"
+        ref = payload_url(cfg.object_store_url, "t1", hashlib.sha256(garbage_bytes).hexdigest())
+        garbage = Path(ref.removeprefix("file://"))
+        garbage.parent.mkdir(parents=True, exist_ok=True)
+        garbage.write_bytes(garbage_bytes)
         unreadable = dataclasses.replace(make_spec("unreadable"), input=None,
-                                         payload_ref=f"file://{garbage}", payload_size=12)
+                                         payload_ref=ref, payload_size=len(garbage_bytes))
         poison = make_spec("poison pill")
         good = [make_spec(f"good {i}") for i in range(4)]
         for spec in [good[0], poison, good[1], unreadable, good[2], good[3]]:
@@ -61,7 +67,7 @@ def test_a_rejected_input_and_an_unreadable_payload_fail_alone(
                                        for s in everything), timeout=120, what="every outcome")
         # Then the good jobs succeed and each bad one fails permanently, alone
         assert all(processor.finished.get(s.job_id) == "succeeded" for s in good)
-        for bad, cause in ((poison, "HTTP 400"), (unreadable, "UnicodeDecodeError")):
+        for bad, cause in ((poison, "HTTP 400"), (unreadable, "input is not JSON")):
             (failed,) = processor.of(bad.job_id, "failed")
             assert failed.error_class == "permanent" and cause in (failed.error or ""), failed.error
         assert model.rejected >= 2  # the batch, then the poison alone
