@@ -34,8 +34,8 @@ def test_short_chaos_run_loses_nothing_and_decides_nothing_twice(tmp_path: Path)
     assert report["decided_twice"] == 0 and report["duplicate_results"] == 0, summary
     assert report["replay_equals_live"], summary
     if not report["clean"]:
-        # Known open fault (issue 11): a job can be stranded after JobRetryScheduled when the
-        # broker restarts around its retry timer. Reported, never silently passed.
+        # Known open faults (issue 11): a job stranded after JobRetryScheduled around the broker
+        # restart, or a callback never delivered. Reported, never silently passed.
         assert run.returncode == 1, "an unclean ledger must fail the chaos command"
-        pytest.xfail(f"issue 11 open: jobs stranded around the broker restart: {summary}")
+        pytest.xfail(f"issue 11 open: the chaos ledger is not clean: {summary}")
     assert run.returncode == 0
