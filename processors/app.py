@@ -18,6 +18,7 @@ from typing import Any
 import faust
 import mode
 
+from brigade import taskdump
 from brigade.kafka.streams import attach, raw_producer
 from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
@@ -175,4 +176,5 @@ def run_worker(app: faust.App, *, loglevel: str = "info") -> None:
     # so it can spin on every record: every aiokafka/Faust debug call then built a
     # LogRecord (2.7 s of 15 s CPU under cProfile in the benchmark). Nothing here needs it.
     worker.spinner = None
+    taskdump.install(worker.loop)
     worker.execute_from_commandline()

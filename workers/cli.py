@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         import faust
         from prometheus_client import start_http_server
 
+        from brigade import taskdump
         from workers.app import create_app
         from workers.metrics import WorkerMetrics
 
@@ -33,4 +34,6 @@ def register(app: typer.Typer) -> None:
         faust_app = create_app(settings, pool, store=store, metrics=metrics)
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
-        faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+        worker = faust.Worker(faust_app, loglevel=loglevel)
+        taskdump.install(worker.loop)
+        worker.execute_from_commandline()

@@ -87,12 +87,26 @@ def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(chaos
             time.sleep(0.01)  # a steady stream, not one burst
         chaos.client.producer.flush(10)
         # Then every job succeeds exactly once and no sequence number holds two decisions
-        poll_until(lambda: _done(chaos, specs), timeout_s=120, what=f"all {JOBS} jobs terminal")
+        try:
+            poll_until(lambda: _done(chaos, specs), timeout_s=120, what=f"all {JOBS} jobs terminal")
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}\n{_stuck_report(chaos, specs)}") from None
         for s in specs:
             _check_job(s.job_id, chaos.observer.of(s.job_id))
     finally:
         stop.set()
         next(worker, None)
+
+
+def _stuck_report(stack: Stack, specs: list[object]) -> str:
+    """Which jobs are not done, what the log holds for them and the processors' log tails."""
+    lines = []
+    for s in specs:
+        job_id = s.job_id  # type: ignore[attr-defined]
+        if not any(isinstance(e, JobSucceeded) for e in stack.observer.of(job_id)):
+            work = [topic for topic, item in stack.observer.work if item.spec.job_id == job_id]
+            lines.append(f"{job_id}: events {stack.observer.names(job_id)} work {work}")
+    return "\n".join(lines[:20]) + f"\n({len(lines)} stuck)\n" + stack.processors.log_tail()
 
 
 def _submit(s: object) -> object:
