@@ -18,8 +18,7 @@ from typing import Any
 import faust
 import mode
 
-from brigade import taskdump
-from brigade.kafka.streams import attach, raw_producer
+from brigade.kafka.streams import attach, raw_producer, rewind_uncommitted_partitions
 from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
 from processors.delay import DelayTiers
@@ -88,6 +87,7 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
     if delay_tiers:
         _install_delay(app, DelayTiers(settings=settings, metrics=metrics,
                                        on_failure=lambda _exc: exit_uncommitted()))
+    rewind_uncommitted_partitions(app)
     attach(app, "processor", processor)
     attach(app, "metrics", metrics)
     return app
@@ -176,5 +176,4 @@ def run_worker(app: faust.App, *, loglevel: str = "info") -> None:
     # so it can spin on every record: every aiokafka/Faust debug call then built a
     # LogRecord (2.7 s of 15 s CPU under cProfile in the benchmark). Nothing here needs it.
     worker.spinner = None
-    taskdump.install(worker.loop)
     worker.execute_from_commandline()

@@ -84,6 +84,7 @@ class Observer(ConsumerThread):
         self.codec = Codec()
         self.watch = watch
         self.events: dict[str, list[LifecycleEvent]] = defaultdict(list)
+        self.partitions: dict[str, int] = {}  # each job's job-events partition
         self.work: list[tuple[str, WorkItem]] = []
         self.dead: list[DeadLetter] = []
         self.retry_topics: list[tuple[str, bytes]] = []
@@ -101,6 +102,7 @@ class Observer(ConsumerThread):
         with self._lock:
             if topic == self.topology.job_events and is_lifecycle(record):
                 self.events[record.envelope.job_id].append(record)
+                self.partitions[record.envelope.job_id] = message.partition() or 0
             elif topic == self.topology.dlq and isinstance(record, DeadLetter):
                 self.dead.append(record)
             elif isinstance(record, WorkItem):

@@ -25,7 +25,6 @@ def register(app: typer.Typer) -> None:
         import faust
         from prometheus_client import start_http_server
 
-        from brigade import taskdump
         from workers.app import create_app
         from workers.metrics import WorkerMetrics
 
@@ -35,5 +34,4 @@ def register(app: typer.Typer) -> None:
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
         worker = faust.Worker(faust_app, loglevel=loglevel)
-        taskdump.install(worker.loop)
         worker.execute_from_commandline()

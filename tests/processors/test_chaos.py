@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TopicPartition
 
+from brigade.kafka.clients import make_consumer
 from brigade.status import TERMINAL
 from processors.lifecycle import fold
 from schemas.records import JobSucceeded, LifecycleEvent, WorkItem, WorkOutcome
@@ -105,8 +107,25 @@ def _stuck_report(stack: Stack, specs: list[object]) -> str:
         job_id = s.job_id  # type: ignore[attr-defined]
         if not any(isinstance(e, JobSucceeded) for e in stack.observer.of(job_id)):
             work = [topic for topic, item in stack.observer.work if item.spec.job_id == job_id]
-            lines.append(f"{job_id}: events {stack.observer.names(job_id)} work {work}")
-    return "\n".join(lines[:20]) + f"\n({len(lines)} stuck)\n" + stack.processors.log_tail()
+            lines.append(f"{job_id}: events {stack.observer.names(job_id)} work {work} "
+                         f"partition {stack.observer.partitions.get(job_id)}")
+    return ("\n".join(lines[:20]) + f"\n({len(lines)} stuck)\n" + _group_positions(stack)
+            + stack.processors.log_tail())
+
+
+def _group_positions(stack: Stack) -> str:
+    """The processor group's committed offset and the end of each input partition."""
+    topology = stack.client.topology
+    consumer = make_consumer(stack.settings, topology.processor_group)
+    try:
+        parts = [TopicPartition(t, p) for t in (topology.commands, topology.outcomes)
+                 for p in range(stack.settings.topics.partitions)]
+        committed = consumer.committed(parts, timeout=10)
+        rows = [f"{tp.topic}[{tp.partition}] committed {tp.offset} end "
+                f"{consumer.get_watermark_offsets(tp, timeout=10)[1]}" for tp in committed]
+        return "\n".join(rows) + "\n"
+    finally:
+        consumer.close()
 
 
 def _submit(s: object) -> object:
