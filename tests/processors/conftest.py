@@ -58,3 +58,13 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def fresh_stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+    """A stack of one test's own, no processor started (the test starts and kills them)."""
+    s = Stack(processor_settings(kafka_bootstrap, tmp_path), tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()

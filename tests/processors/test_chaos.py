@@ -7,9 +7,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -21,7 +19,7 @@ from schemas.records import JobSucceeded, LifecycleEvent, WorkItem, WorkOutcome
 from testkit.jobs import spec
 from testkit.processors import scripted_worker
 from testkit.support import poll_until
-from tests.processors.conftest import Stack, processor_settings
+from tests.processors.conftest import Stack
 
 JOBS = 300
 
@@ -44,15 +42,6 @@ def _both_assigned(stack: Stack) -> bool:
     return all("app consumers id 2" in log for log in logs)
 
 
-@pytest.fixture
-def chaos(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(processor_settings(kafka_bootstrap, tmp_path), tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.close()
-
-
 def _check_job(job_id: str, events: list[LifecycleEvent]) -> None:
     by_sequence: dict[int, set[str]] = defaultdict(set)
     for event in events:
@@ -67,7 +56,8 @@ def _check_job(job_id: str, events: list[LifecycleEvent]) -> None:
 
 
 @pytest.mark.chaos
-def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(chaos: Stack) -> None:
+def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(fresh_stack: Stack) -> None:
+    chaos = fresh_stack
     stop = threading.Event()
     worker = scripted_worker(chaos.settings, _respond, stop)
     next(worker)

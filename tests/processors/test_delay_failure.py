@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from schemas.records import WorkItem, WorkOutcome
 from testkit.jobs import spec
 from testkit.processors import scripted_worker
 from testkit.support import poll_until
-from tests.processors.conftest import Stack, processor_settings
+from tests.processors.conftest import Stack
 from tests.processors.test_batch_failure import _max_message_bytes
 
 RETRY_AFTER_MS = 8_000  # the timer waits this long in its tier: time to make the broker refuse it
@@ -35,38 +33,29 @@ def _fail_then_succeed(item: WorkItem) -> list[WorkOutcome]:
                                  latency_ms=1.0, batch_size=1, **base)]
 
 
-@pytest.fixture
-def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(processor_settings(kafka_bootstrap, tmp_path), tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 @pytest.mark.chaos
-def test_a_refused_timer_forward_stops_the_process_and_is_retried_after_restart(stack: Stack) -> None:
-    admin = make_admin(stack.settings)
-    commands = stack.observer.topology.commands
+def test_a_refused_timer_forward_stops_the_process_and_is_retried_after_restart(fresh_stack: Stack) -> None:
+    admin = make_admin(fresh_stack.settings)
+    commands = fresh_stack.observer.topology.commands
     stop = threading.Event()
-    worker = scripted_worker(stack.settings, _fail_then_succeed, stop)
+    worker = scripted_worker(fresh_stack.settings, _fail_then_succeed, stop)
     next(worker)
-    p1 = stack.processors.start("p1")
+    p1 = fresh_stack.processors.start("p1")
     try:
         # Given a job waiting in a delay tier for its retry
         s = spec(f"job-{uuid.uuid4().hex}", created_at=datetime.now(UTC), max_attempts=3)
-        stack.client.submit(s)
-        stack.observer.wait_event(s.job_id, "JobRetryScheduled", timeout=120)
+        fresh_stack.client.submit(s)
+        fresh_stack.observer.wait_event(s.job_id, "JobRetryScheduled", timeout=120)
         # When the broker refuses the timer's forward to the commands topic
         _max_message_bytes(admin, commands, "64")
         # Then the process stops (its supervisor would restart it) without committing the timer
         poll_until(lambda: p1.poll() is not None, timeout_s=120, what="the processor to exit")
         assert p1.returncode != 0
-        stack.processors.killed.add("p1")
+        fresh_stack.processors.killed.add("p1")
         # And a restarted processor forwards it: the job is retried and succeeds
         _max_message_bytes(admin, commands, None)
-        stack.processors.start("p2")
-        done = stack.observer.wait_event(s.job_id, "JobSucceeded", timeout=120)
+        fresh_stack.processors.start("p2")
+        done = fresh_stack.observer.wait_event(s.job_id, "JobSucceeded", timeout=120)
         assert done.attempt == 2
     finally:
         stop.set()
