@@ -217,6 +217,10 @@ class Settings(BaseSettings):
     # Prometheus metrics here; 0 turns it off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    # The ports ``brigade up`` gives its processors and workers for ``metrics_port``; two
+    # stacks on one machine (tests, benchmarks) must set their own. 0 turns one off.
+    processors_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    workers_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     @field_validator("pools")
     @classmethod

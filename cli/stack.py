@@ -52,22 +52,19 @@ def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpe
     specs += [
         ChildSpec(name="api", argv=[*brigade, "api"], ready=lambda: _http_ok(f"{api}/healthz")),
         ChildSpec(name="processors", argv=[*brigade, "processors"],
-                  env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["processors"])}),
+                  env={"BRIGADE_METRICS_PORT": str(settings.processors_metrics_port)}),
         ChildSpec(name="workers", argv=[*brigade, "workers", *_pool_args(settings)],
-                  env={"BRIGADE_METRICS_PORT": str(EMBEDDED_METRICS_PORTS["workers"]),
+                  env={"BRIGADE_METRICS_PORT": str(settings.workers_metrics_port),
                        **_callback_env(settings)}),
     ]
     return specs
 
 
-EMBEDDED_METRICS_PORTS = {"processors": 9101, "workers": 9102}
-"""Where the embedded stack's processes without an HTTP server of their own serve metrics."""
-
-
 def metrics_endpoints(settings: Settings) -> list[str]:
     """Every ``/metrics`` URL of the embedded stack."""
     urls = [f"{api_url(settings)}/metrics"]
-    urls += [f"http://127.0.0.1:{port}/metrics" for port in EMBEDDED_METRICS_PORTS.values()]
+    ports = (settings.processors_metrics_port, settings.workers_metrics_port)
+    urls += [f"http://127.0.0.1:{port}/metrics" for port in ports if port]
     urls += sorted({f"{pool.endpoint.rstrip('/')}/metrics" for pool in settings.pools.values()})
     return urls
 

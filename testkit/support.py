@@ -18,6 +18,7 @@ import httpx
 from confluent_kafka import Consumer, Message
 
 from brigade.kafka.clients import make_consumer
+from brigade.net import free_port
 from brigade.settings import Settings
 
 T = TypeVar("T")
@@ -154,6 +155,8 @@ kind = "openai-embeddings"
 """ if model_server else ""
     return f"""
 default_pool = "{'default' if model_server else 'emulated'}"
+processors_metrics_port = {ports.get('processors_metrics') or free_port()}
+workers_metrics_port = {ports.get('workers_metrics') or free_port()}
 [kafka]
 bootstrap = "127.0.0.1:{ports['kafka']}"
 broker_port = {ports['kafka']}

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pytest
 from brigade.net import free_port
 from brigade.settings import Settings
 from cli.stack import stack_settings
+from testkit.support import clean_env, http_ok, poll_until, stop_group
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 EMULATED = "emulated-minilm"
@@ -38,27 +39,7 @@ MAX_WAITS = 40
 
 def env() -> dict[str, str]:
     """The environment of a child process: no inherited ``BRIGADE_*`` overrides."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BRIGADE_")}
-    return {**base, "COLUMNS": "250"}
-
-
-def poll(check: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {value!r})")
-        time.sleep(interval_s)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return clean_env(COLUMNS="250")
 
 
 @dataclass
@@ -93,13 +74,14 @@ class Stack:
                 body: dict[str, Any] = response.json()
                 return body if response.status_code == 200 and body["status"] in TERMINAL else None
 
-            result: dict[str, Any] = poll(_terminal, timeout_s=timeout_s, what=f"job {job_id} to finish")
+            result: dict[str, Any] = poll_until(_terminal, timeout_s=timeout_s,
+                                                what=f"job {job_id} to finish")
             return result
 
     def add_tenant(self, name: str, *options: str) -> str:
         """``brigade tenants add NAME OPTIONS``; the new key (also kept in ``keys``)."""
         self.keys[name] = _add_tenant(self.home, name, *options)
-        poll(lambda: _authenticates(self, name), timeout_s=30, what=f"the API to load tenant {name}")
+        poll_until(lambda: _authenticates(self, name), timeout_s=30, what=f"the API to load tenant {name}")
         return self.keys[name]
 
     def normal_job_succeeds(self, tenant: str = "acme", text: str | None = None) -> dict[str, Any]:
@@ -116,6 +98,8 @@ def _write_config(home: Path, ports: dict[str, int]) -> None:
     # An absolute store URL, so refs the API returns and refs the tests build agree.
     (home / "brigade.toml").write_text(f"""
 default_pool = "default"
+processors_metrics_port = {free_port()}
+workers_metrics_port = {free_port()}
 payload_quota_bytes = {QUOTA_BYTES}
 object_store_url = "file://{home}/.brigade/objects"
 [kafka]
@@ -153,7 +137,7 @@ def _emulator(tmp_path_factory: pytest.TempPathFactory, name: str, latency_ms: i
         stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: _http_ok(f"{url}/healthz"), timeout_s=60, what=f"the {name} emulator")
+        poll_until(lambda: http_ok(f"{url}/healthz"), timeout_s=60, what=f"the {name} emulator")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -174,13 +158,7 @@ def slow_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _stop(process: subprocess.Popen[bytes], home: Path) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_group(process)
     for entry in Path("/proc").iterdir():  # any child the supervisor left behind in this home
         if entry.name.isdigit():
             try:
@@ -212,14 +190,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, emulator: str, slow_emulator
     url = f"http://127.0.0.1:{ports['api']}"
     try:
         credentials_path = home / ".brigade" / "dev-credentials.json"
-        poll(lambda: _http_ok(f"{url}/readyz") and credentials_path.exists(), timeout_s=420,
+        poll_until(lambda: http_ok(f"{url}/readyz") and credentials_path.exists(), timeout_s=420,
              what="the stack to be ready")
         keys = {"dev": json.loads(credentials_path.read_text())["apiKey"]}
         keys.update({name: _add_tenant(home, name) for name in ("acme", "mallory")})
         settings = stack_settings(home)
         token = (home / ".brigade" / "operator-token").read_text().strip()
         running = Stack(home, settings, url, keys, ports, process, operator_token=token)
-        poll(lambda: _authenticates(running, "mallory"), timeout_s=30, what="the API to load new tenants")
+        poll_until(lambda: _authenticates(running, "mallory"), timeout_s=30,
+                   what="the API to load new tenants")
         running.normal_job_succeeds()
         yield running
     finally:

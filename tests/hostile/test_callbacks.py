@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from brigade.settings import CallbackSettings
 from ingress.client import CallbackRejected, CallbackVerifier
-from tests.hostile.conftest import Stack, poll
+from testkit.support import poll_until
+from tests.hostile.conftest import Stack
 from tests.workers.uvicorn_server import serve
 from workers.callbacks import CallbackAttempt, CallbackSender
 
@@ -82,7 +83,7 @@ def test_dev_tenant_reaches_its_loopback_receiver_and_deliveries_verify(
     with stack.client("dev") as client:
         job = client.post("/v1/jobs", json={"input": "call me back", "callbackUrl": f"{url}/hook"})
     assert job.status_code == 202, job.text
-    poll(lambda: rx.deliveries, timeout_s=120, what="the dev tenant's callback")
+    poll_until(lambda: rx.deliveries, timeout_s=120, what="the dev tenant's callback")
     headers, body = rx.deliveries[0]
     shown = stack.cli("tenants", "secret", "dev")
     assert shown.returncode == 0, shown.stderr
@@ -112,9 +113,9 @@ def test_worker_refuses_private_targets_for_tenants_not_listed(
             response = client.post("/v1/jobs", json={"input": "insider", "callbackUrl": f"{url}/hook"})
         return str(response.json()["jobId"]) if response.status_code == 202 else None
 
-    job_id = poll(_submitted, timeout_s=30, what="the API to load the insider tenant")
+    job_id = poll_until(_submitted, timeout_s=30, what="the API to load the insider tenant")
     # Then the worker, seeing 127.0.0.1 at delivery, refuses: nothing reaches the receiver
-    attempts = poll(lambda: _callback_attempts(stack, "insider", job_id), timeout_s=120,
+    attempts = poll_until(lambda: _callback_attempts(stack, "insider", job_id), timeout_s=120,
                     what="the callback attempt")
     assert attempts[0]["detail"]["ok"] is False
     assert "non-public 127.0.0.1" in attempts[0]["detail"]["error"]

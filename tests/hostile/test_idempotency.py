@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from brigade.net import free_port
-from tests.hostile.conftest import Stack, env, poll
+from testkit.support import poll_until
+from tests.hostile.conftest import Stack, env
 
 pytestmark = [pytest.mark.hostile, pytest.mark.slow]
 
@@ -35,7 +36,7 @@ def second_api(stack: Stack) -> Iterator[str]:
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: _ready(url), timeout_s=120, what="the second API process")
+        poll_until(lambda: _ready(url), timeout_s=120, what="the second API process")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
