@@ -21,7 +21,7 @@ from brigade.errors import DecodeError
 from brigade.ids import job_id as derive_job_id
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings, tier_name
-from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due
+from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due, retry_overdue
 from processors.lifecycle import Job
 from processors.metrics import Metrics
 from processors.state import decode_job, encode_job
@@ -201,7 +201,8 @@ class JobProcessor:
             when = job.lease_deadline
         elif job.status == "queued":
             times = [job.spec.deadline if job.spec is not None else None,
-                     dispatch_due(job, self._settings.retry.dispatch_timeout_s)]
+                     dispatch_due(job, self._settings.retry.dispatch_timeout_s),
+                     retry_overdue(job, self._settings.retry.retry_timer_grace_s)]
             when = min((t for t in times if t is not None), default=None)
         if when is None:
             self.alarms.pop(key, None)
