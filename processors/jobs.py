@@ -24,6 +24,7 @@ from brigade.settings import Settings, tier_name
 from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due, retry_overdue
 from processors.lifecycle import Job
 from processors.metrics import Metrics
+from processors.progress import WorkProgress
 from processors.state import decode_job, encode_job
 from schemas.codec import Codec
 from schemas.records import (
@@ -32,6 +33,7 @@ from schemas.records import (
     JobDeadLettered,
     JobQueued,
     JobRetryScheduled,
+    JobStarted,
     LifecycleEvent,
     Record,
     RetryTimer,
@@ -88,6 +90,7 @@ class JobProcessor:
         self._lease_ms = int(settings.retry.lease_s * 1000)
         self.alarms: dict[bytes, tuple[float, str]] = {}
         self._checked: dict[bytes, float] = {}
+        self.progress = WorkProgress(settings.topics.work_partitions)
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
@@ -173,6 +176,8 @@ class JobProcessor:
             work.outputs.append((self._topology.work(event.pool, event.lane), key, self._codec.encode(item)))
             if event.reason == "submitted":
                 work.submitted_at.append(message.timestamp)
+        elif isinstance(event, JobStarted) and job.dispatched_at is not None and job.pool and job.lane:
+            self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at)
         elif isinstance(event, JobRetryScheduled):
             timer = RetryTimer(job_id=job.job_id, tenant_id=job.tenant_id, attempt=event.attempt,
                                due_at=event.due_at, tier=event.tier)
@@ -225,6 +230,7 @@ class JobProcessor:
         due = [(k, tenant) for k, (when, tenant) in self.alarms.items()
                if when <= now and self._checked.get(k, 0.0) <= now - CHECK_REPEAT_S]
         stamp = datetime.fromtimestamp(now, UTC)
+        due = [(k, tenant) for k, tenant in due if not self._behind_backlog(k, stamp)]
         for key, tenant in due:
             timer = RetryTimer(job_id=key.decode(), tenant_id=tenant, attempt=0, due_at=stamp,
                                tier=CHECK_TIER)
@@ -232,4 +238,23 @@ class JobProcessor:
             self._checked[key] = now
         self._metrics.lease_checks.inc(len(due))
         return len(due)
+
+    def _behind_backlog(self, key: bytes, now: datetime) -> bool:
+        """Whether a job at its dispatch deadline is still queued behind a backlog: hold its
+        re-dispatch (a check goes out again once the workers pass it, or at the cap)."""
+        job = self._load(key)
+        if job is None or job.phase != "dispatched" or job.dispatched_at is None or not job.pool:
+            return False
+        retry = self._settings.retry
+        if job.spec is not None and job.spec.deadline is not None and job.spec.deadline <= now:
+            return False
+        if (now - job.dispatched_at).total_seconds() >= retry.dispatch_backlog_max_s:
+            return False
+        topic = self._topology.work(job.pool, job.lane or "batch")
+        if self.progress.passed(topic, key, job.dispatched_at):
+            return False
+        if key not in self._checked:
+            log.info("dispatch deadline of %s held: its work partition has not reached it", key.decode())
+        self._checked[key] = now.timestamp()
+        return True
 
