@@ -216,10 +216,15 @@ class JobProcessor:
             self.alarms[key] = (when.timestamp(), job.tenant_id)
 
     def rebuild_alarms(self) -> None:
-        """Re-derive lease and deadline alarms from the table (after recovery)."""
+        """Re-derive lease and deadline alarms, and how far the workers have got on each work
+        partition, from the table (after recovery)."""
         self.alarms.clear()
         for key, raw in list(self._table.items()):
-            self._track(key, decode_job(raw))
+            job = decode_job(raw)
+            self._track(key, job)
+            # A worker set means the job's latest attempt started.
+            if job.worker is not None and job.dispatched_at is not None and job.pool and job.lane:
+                self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at)
 
     async def check(self) -> int:
         """Raise a check for every job whose lease or deadline has passed; return how many.
