@@ -177,7 +177,8 @@ class JobProcessor:
             if event.reason == "submitted":
                 work.submitted_at.append(message.timestamp)
         elif isinstance(event, JobStarted) and job.dispatched_at is not None and job.pool and job.lane:
-            self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at)
+            self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at,
+                                  now=work.now)
         elif isinstance(event, JobRetryScheduled):
             timer = RetryTimer(job_id=job.job_id, tenant_id=job.tenant_id, attempt=event.attempt,
                                due_at=event.due_at, tier=event.tier)
@@ -222,9 +223,10 @@ class JobProcessor:
         for key, raw in list(self._table.items()):
             job = decode_job(raw)
             self._track(key, job)
-            # A worker set means the job's latest attempt started.
+            # A worker set means the job's latest attempt started (when: its last update).
             if job.worker is not None and job.dispatched_at is not None and job.pool and job.lane:
-                self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at)
+                self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at,
+                                      now=job.updated_at or job.dispatched_at)
 
     async def check(self) -> int:
         """Raise a check for every job whose lease or deadline has passed; return how many.
@@ -256,7 +258,8 @@ class JobProcessor:
         if (now - job.dispatched_at).total_seconds() >= retry.dispatch_backlog_max_s:
             return False
         topic = self._topology.work(job.pool, job.lane or "batch")
-        if self.progress.passed(topic, key, job.dispatched_at):
+        if not self.progress.queued_behind(topic, key, job.dispatched_at, now=now,
+                                           window_s=retry.dispatch_timeout_s):
             return False
         if key not in self._checked:
             log.info("dispatch deadline of %s held: its work partition has not reached it", key.decode())

@@ -41,7 +41,8 @@ class RunOptions:
     brokers: int = 1
     workers: int = 2
     # Seconds after the last submission: room for a work item lost before it started to
-    # reach the processors' dispatch deadline (300 s by default) and run again.
+    # reach the processors' dispatch deadline (60 s in a chaos stack, held while the item is
+    # queued behind a backlog) and run again.
     deadline_s: float = 420.0
     worker_every_s: float = 10.0
     seed: int = 0
