@@ -141,6 +141,13 @@ class RetrySettings(BaseModel):
     # Schedule-to-start: a dispatched job whose work item has not started after this long
     # is dispatched again as a new attempt (its message may have been lost or stranded).
     dispatch_timeout_s: float = Field(default=300.0, gt=0)
+    # The dispatch timeout runs only once the workers have read past the item on its work
+    # partition (an attempt dispatched no earlier has started): a backlog holds it, up to
+    # this long after dispatch (a partition with no later traffic, a restarted processor).
+    dispatch_backlog_max_s: float = Field(default=1800.0, gt=0)
+    # A job waiting for its retry timer is dispatched without it once the retry is this
+    # overdue (the timer may have been lost on its delay topic).
+    retry_timer_grace_s: float = Field(default=60.0, gt=0)
 
 
 class ApiSettings(BaseModel):

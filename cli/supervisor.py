@@ -94,6 +94,19 @@ class Supervisor:
                 return process.pid
         return None
 
+    def signal(self, name: str, sig: signal.Signals) -> int | None:
+        """Send ``sig`` to the named child's process (not its group); its pid, or None if down."""
+        for child in self._children:
+            process = child.process
+            if child.spec.name == name and process is not None and process.poll() is None:
+                process.send_signal(sig)
+                return process.pid
+        return None
+
+    def names(self) -> list[str]:
+        """The supervised children's names."""
+        return [child.spec.name for child in self._children]
+
     def request_stop(self) -> None:
         """Ask ``run_until_stopped`` to return (safe from a signal handler)."""
         self._stopping.set()

@@ -310,9 +310,22 @@ def dispatch_due(job: Job, timeout_s: float) -> datetime | None:
     return job.dispatched_at + timedelta(seconds=timeout_s)
 
 
+def retry_overdue(job: Job, grace_s: float) -> datetime | None:
+    """When a job waiting for its retry timer is dispatched without it (``None``: not waiting).
+
+    The timer lives on a delay topic; a timer lost there (a delay process killed around a
+    broker restart) would leave the job in ``retry_wait`` for ever, so the job's own
+    processor holds a deadline of the retry's due time plus ``grace_s``.
+    """
+    if job.phase != "retry_wait" or job.next_retry_at is None:
+        return None
+    return job.next_retry_at + timedelta(seconds=grace_s)
+
+
 def _check(state: Job, policy: Policy, now: datetime) -> Decision:
     """A lease/deadline check: re-queue an expired lease, fail a queued job past deadline,
-    re-dispatch a job whose work item did not start within ``retry.dispatch_timeout_s``."""
+    re-dispatch a job whose work item did not start within ``retry.dispatch_timeout_s``, or
+    whose retry timer is overdue by ``retry.retry_timer_grace_s``."""
     em = _emitter(state, now)
     if state.status == "queued" and _deadline_passed(state, now):
         _fail(em, state, "deadline_exceeded", "deadline")
@@ -320,6 +333,12 @@ def _check(state: Job, policy: Policy, now: datetime) -> Decision:
     due = dispatch_due(state, policy.retry.dispatch_timeout_s)
     if due is not None and due <= now:
         _queue(em, _same_route(state), state.attempt + 1, "dispatch_timeout")
+        return em.decision()
+    overdue = retry_overdue(state, policy.retry.retry_timer_grace_s)
+    if overdue is not None and overdue <= now:
+        # The attempt the lost timer would have started: it counts like any retry, and the
+        # timer, should it still arrive, is stale by then.
+        _queue(em, _same_route(state), state.attempt + 1, "retry_timer_overdue")
         return em.decision()
     lease = state.lease_deadline
     if state.status != "running" or lease is None or lease > now:

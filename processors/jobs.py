@@ -21,9 +21,10 @@ from brigade.errors import DecodeError
 from brigade.ids import job_id as derive_job_id
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings, tier_name
-from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due
+from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due, retry_overdue
 from processors.lifecycle import Job
 from processors.metrics import Metrics
+from processors.progress import WorkProgress
 from processors.state import decode_job, encode_job
 from schemas.codec import Codec
 from schemas.records import (
@@ -32,6 +33,7 @@ from schemas.records import (
     JobDeadLettered,
     JobQueued,
     JobRetryScheduled,
+    JobStarted,
     LifecycleEvent,
     Record,
     RetryTimer,
@@ -88,6 +90,7 @@ class JobProcessor:
         self._lease_ms = int(settings.retry.lease_s * 1000)
         self.alarms: dict[bytes, tuple[float, str]] = {}
         self._checked: dict[bytes, float] = {}
+        self.progress = WorkProgress(settings.topics.work_partitions)
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
@@ -173,6 +176,9 @@ class JobProcessor:
             work.outputs.append((self._topology.work(event.pool, event.lane), key, self._codec.encode(item)))
             if event.reason == "submitted":
                 work.submitted_at.append(message.timestamp)
+        elif isinstance(event, JobStarted) and job.dispatched_at is not None and job.pool and job.lane:
+            self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at,
+                                  now=work.now)
         elif isinstance(event, JobRetryScheduled):
             timer = RetryTimer(job_id=job.job_id, tenant_id=job.tenant_id, attempt=event.attempt,
                                due_at=event.due_at, tier=event.tier)
@@ -201,7 +207,8 @@ class JobProcessor:
             when = job.lease_deadline
         elif job.status == "queued":
             times = [job.spec.deadline if job.spec is not None else None,
-                     dispatch_due(job, self._settings.retry.dispatch_timeout_s)]
+                     dispatch_due(job, self._settings.retry.dispatch_timeout_s),
+                     retry_overdue(job, self._settings.retry.retry_timer_grace_s)]
             when = min((t for t in times if t is not None), default=None)
         if when is None:
             self.alarms.pop(key, None)
@@ -210,10 +217,16 @@ class JobProcessor:
             self.alarms[key] = (when.timestamp(), job.tenant_id)
 
     def rebuild_alarms(self) -> None:
-        """Re-derive lease and deadline alarms from the table (after recovery)."""
+        """Re-derive lease and deadline alarms, and how far the workers have got on each work
+        partition, from the table (after recovery)."""
         self.alarms.clear()
         for key, raw in list(self._table.items()):
-            self._track(key, decode_job(raw))
+            job = decode_job(raw)
+            self._track(key, job)
+            # A worker set means the job's latest attempt started (when: its last update).
+            if job.worker is not None and job.dispatched_at is not None and job.pool and job.lane:
+                self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at,
+                                      now=job.updated_at or job.dispatched_at)
 
     async def check(self) -> int:
         """Raise a check for every job whose lease or deadline has passed; return how many.
@@ -224,6 +237,7 @@ class JobProcessor:
         due = [(k, tenant) for k, (when, tenant) in self.alarms.items()
                if when <= now and self._checked.get(k, 0.0) <= now - CHECK_REPEAT_S]
         stamp = datetime.fromtimestamp(now, UTC)
+        due = [(k, tenant) for k, tenant in due if not self._behind_backlog(k, stamp)]
         for key, tenant in due:
             timer = RetryTimer(job_id=key.decode(), tenant_id=tenant, attempt=0, due_at=stamp,
                                tier=CHECK_TIER)
@@ -231,4 +245,24 @@ class JobProcessor:
             self._checked[key] = now
         self._metrics.lease_checks.inc(len(due))
         return len(due)
+
+    def _behind_backlog(self, key: bytes, now: datetime) -> bool:
+        """Whether a job at its dispatch deadline is still queued behind a backlog: hold its
+        re-dispatch (a check goes out again once the workers pass it, or at the cap)."""
+        job = self._load(key)
+        if job is None or job.phase != "dispatched" or job.dispatched_at is None or not job.pool:
+            return False
+        retry = self._settings.retry
+        if job.spec is not None and job.spec.deadline is not None and job.spec.deadline <= now:
+            return False
+        if (now - job.dispatched_at).total_seconds() >= retry.dispatch_backlog_max_s:
+            return False
+        topic = self._topology.work(job.pool, job.lane or "batch")
+        if not self.progress.queued_behind(topic, key, job.dispatched_at, now=now,
+                                           window_s=retry.dispatch_timeout_s):
+            return False
+        if key not in self._checked:
+            log.info("dispatch deadline of %s held: its work partition has not reached it", key.decode())
+        self._checked[key] = now.timestamp()
+        return True
 

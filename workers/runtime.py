@@ -36,7 +36,7 @@ from schemas.records import (
 from workers.acks import AckGate
 from workers.batching import Batch, BatchPolicy, estimate_tokens
 from workers.breaker import CircuitRecord
-from workers.callbacks import CallbackAttempt, CallbackSender
+from workers.callbacks import CallbackAttempt, CallbackSender, backoff
 from workers.catchup import CatchUp
 from workers.executor import PoolExecutor
 from workers.jobstate import JobView, fold, should_send_callback
@@ -107,6 +107,9 @@ class WorkerRuntime:
         self.lanes: dict[tuple[str, str], LaneRunner[Pending]] = {}
         self.callbacks: CallbackSender | None = None
         self._callbacks_in_flight: dict[str, asyncio.Task[None]] = {}
+        # Per job with a delivery in flight: every read of its terminal event, acked together
+        # once the delivery ends.
+        self._callback_events: dict[str, list[Any]] = {}
         self._started = asyncio.Lock()
         self._ready = False
 
@@ -237,30 +240,42 @@ class WorkerRuntime:
         await self.acks.finish(event)
 
     async def _start_callback(self, view: JobView, record: object, event: Any) -> None:
-        if view.job_id in self._callbacks_in_flight:
-            # The delivery in flight covers this copy; the gate acks it after that one.
-            await self.acks.finish(event)
+        waiting = self._callback_events.get(view.job_id)
+        if waiting is not None:
+            # A delivery is in flight (this is a copy read again after a rebalance, or a
+            # re-emitted event): the copy is acked with that delivery, never before it, or a
+            # crash before the delivery ends would leave the log committed past every copy.
+            waiting.append(event)
             return
-        task = asyncio.create_task(self._deliver(view, record, event))
+        self._callback_events[view.job_id] = [event]
+        task = asyncio.create_task(self._deliver(view, record))
         self._callbacks_in_flight[view.job_id] = task
         task.add_done_callback(lambda _: self._callbacks_in_flight.pop(view.job_id, None))
 
-    async def _deliver(self, view: JobView, record: object, event: Any) -> None:
+    async def _deliver(self, view: JobView, record: object) -> None:
         assert self.callbacks is not None and view.callback_url is not None
 
         async def report(attempt: CallbackAttempt) -> None:
             self.metrics.callbacks.labels(str(attempt.ok).lower()).inc()
             await self.publisher.outcome(callback_outcome(view, attempt, self.worker_id))
 
-        try:
-            await self.callbacks.deliver(
-                url=view.callback_url, tenant_id=view.tenant_id, delivery_id=view.job_id,
-                payload=callback_payload(view, record), on_attempt=report,
-            )
-        except Exception:
-            log.exception("callback of %s failed unexpectedly; its event stays unacked", view.job_id)
-            return
-        await self.acks.finish(event)
+        failures = 0
+        while True:
+            try:
+                await self.callbacks.deliver(
+                    url=view.callback_url, tenant_id=view.tenant_id, delivery_id=view.job_id,
+                    payload=callback_payload(view, record), on_attempt=report,
+                )
+                break
+            except Exception:
+                # Delivery is at-least-once: try again rather than leave the event unacked
+                # with nobody sending it until the next rebalance.
+                failures += 1
+                log.exception("callback of %s failed unexpectedly (%d); trying again", view.job_id, failures)
+                s = self.settings.callbacks
+                await asyncio.sleep(backoff(failures, base=s.backoff_base_s, cap=s.backoff_cap_s))
+        for done in self._callback_events.pop(view.job_id, []):
+            await self.acks.finish(done)
 
 
 def callback_payload(view: JobView, record: object) -> dict[str, Any]:

@@ -10,6 +10,7 @@ to learn which jobs it accepted.
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 import threading
 import time
@@ -41,7 +42,8 @@ class RunOptions:
     brokers: int = 1
     workers: int = 2
     # Seconds after the last submission: room for a work item lost before it started to
-    # reach the processors' dispatch deadline (300 s by default) and run again.
+    # reach the processors' dispatch deadline (60 s in a chaos stack, held while the item is
+    # queued behind a backlog) and run again.
     deadline_s: float = 420.0
     worker_every_s: float = 10.0
     seed: int = 0
@@ -99,7 +101,8 @@ def _drive(stack: ChaosStack, receiver: Receiver, tail: LogTail, options: RunOpt
         deadline = time.monotonic() + options.deadline_s
         try:
             _await_decisions(tail, submitted, console, deadline)
-            _await_callbacks(tail, receiver, submitted, deadline)
+            if not _await_callbacks(tail, receiver, submitted, deadline) or _undecided(tail, submitted):
+                _dump_tasks(stack, console)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: judging what the log holds now[/yellow]")
         replay_ok, replay_tail = _replay_until_equal(stack, deadline)
@@ -137,7 +140,21 @@ def _await_decisions(tail: LogTail, submitted: Submitted, console: Console, dead
         time.sleep(0.2)
 
 
-def _await_callbacks(tail: LogTail, receiver: Receiver, submitted: Submitted, deadline: float) -> None:
+def _undecided(tail: LogTail, submitted: Submitted) -> list[str]:
+    with tail.lock:
+        return tail.ledger.undecided(list(submitted.accepted))
+
+
+def _dump_tasks(stack: ChaosStack, console: Console) -> None:
+    # Something is stuck: every processor and worker logs its asyncio tasks' stacks (SIGUSR1),
+    # so the kept logs show where.
+    for name in stack.supervisor.names():
+        if name.startswith(("worker", "processor")) and stack.supervisor.signal(name, signal.SIGUSR1):
+            console.print(f"[yellow]asked {name} for a task dump (see the supervisor log)[/yellow]")
+    time.sleep(2.0)  # the dumps are written by the children's loops; give them a moment
+
+
+def _await_callbacks(tail: LogTail, receiver: Receiver, submitted: Submitted, deadline: float) -> bool:
     # Callbacks follow decisions by a few seconds (and by retries after a 503): poll until
     # every decided job with a callback has one, bounded by the run's deadline.
     wanted = [j for j, p in submitted.accepted.items() if p.has_callback]
@@ -146,8 +163,9 @@ def _await_callbacks(tail: LogTail, receiver: Receiver, submitted: Submitted, de
         with tail.lock:
             missing = lg.callbacks_missing(tail.ledger, wanted, receiver.delivered())
         if missing == 0:
-            return
+            return True
         time.sleep(1.0)
+    return False
 
 
 def _replay_until_equal(stack: ChaosStack, deadline: float) -> tuple[bool, str]:
@@ -172,12 +190,17 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
         counts = lg.count(tail.ledger, submitted.accepted, result_ok=result_in_store)
         with_callback = [j for j, p in submitted.accepted.items() if p.has_callback]
         missing = lg.callbacks_missing(tail.ledger, with_callback, receiver.delivered())
+        delivered = receiver.delivered()
+        missing_jobs = sorted(j for j in with_callback if tail.ledger.is_terminal(j) and j not in delivered)
+        undecided = sorted(tail.ledger.undecided(list(submitted.accepted)))
     callbacks = receiver.counts()
     report: dict[str, Any] = {
         **asdict(counts),
         "duplicate_model_calls_pct": lg.duplicate_model_calls_pct(stats.get("served", {})),
         "callbacks_expected": len(with_callback),
         "callbacks_missing": missing,
+        "callbacks_missing_jobs": missing_jobs[:50],
+        "lost_jobs": undecided[:50],
         "callbacks_unverified": callbacks["unverified"],
         "callbacks_redelivered": callbacks["redelivered"],
         "callbacks_refused_503": callbacks["refused_503"],

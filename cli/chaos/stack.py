@@ -111,6 +111,10 @@ lag_hard_limit = 20000000
 [retry]
 base_s = 0.2
 lease_s = 30
+# A backlog holds the dispatch deadline (it runs once the workers pass the item), so a short
+# one re-dispatches only what was really stranded, and the run ends sooner.
+dispatch_timeout_s = 60
+retry_timer_grace_s = 30
 [callbacks]
 allow_private = true
 secret_key = "{callback_secret}"

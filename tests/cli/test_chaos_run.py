@@ -17,7 +17,7 @@ def test_short_chaos_run_loses_nothing_and_decides_nothing_twice(tmp_path: Path)
     # Given a fresh stack, 300 jobs over 50 s, and every kind of fault at least once
     report_path = tmp_path / "report.json"
     run = subprocess.run(
-        [sys.executable, "-m", "cli", "chaos", "--jobs", "300", "--rate", "6", "--deadline", "420",
+        [sys.executable, "-m", "cli", "chaos", "--jobs", "300", "--rate", "6", "--deadline", "240",
          "--keep", str(tmp_path / "stack"), "--report", str(report_path)],
         capture_output=True, text=True, timeout=1150, check=False,
     )
@@ -30,12 +30,16 @@ def test_short_chaos_run_loses_nothing_and_decides_nothing_twice(tmp_path: Path)
     summary = {k: report[k] for k in ("submitted", "terminal", "lost", "decided_twice", "duplicate_results",
                                       "results_missing", "callbacks_missing", "replay_equals_live")}
     assert report["submitted"] == 300, summary
-    # Nothing is ever decided twice, written twice or projected differently from the log
-    assert report["decided_twice"] == 0 and report["duplicate_results"] == 0, summary
-    assert report["replay_equals_live"], summary
-    if not report["clean"]:
-        # Known open faults (issue 11): a job stranded after JobRetryScheduled around the broker
-        # restart, or a callback never delivered. Reported, never silently passed.
+    # And nothing is lost, decided or written twice, missing, or projected differently from the log
+    hard = {k: v for k, v in summary.items() if k != "callbacks_missing"}
+    assert report["lost"] == 0 and report["results_missing"] == 0, (hard, report["lost_jobs"])
+    assert report["decided_twice"] == 0 and report["duplicate_results"] == 0, hard
+    assert report["replay_equals_live"], hard
+    if report["callbacks_missing"]:
+        # Open (issue 11): a worker now and then stops reading some job-events partitions after
+        # the fault window, so their callbacks are never sent (the workers' task dumps are in
+        # the kept stack's supervisor log). Reported, never silently passed.
         assert run.returncode == 1, "an unclean ledger must fail the chaos command"
-        pytest.xfail(f"issue 11 open: the chaos ledger is not clean: {summary}")
-    assert run.returncode == 0
+        pytest.xfail(f"issue 11 open: callbacks never delivered: {report['callbacks_missing_jobs']}")
+    assert report["clean"], summary
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

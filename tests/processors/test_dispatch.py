@@ -1,8 +1,10 @@
-"""Schedule-to-start: a work item that never starts is dispatched again by the processor."""
+"""Schedule-to-start: a work item that never starts is dispatched again by the processor, once
+the workers have read past it; an item still queued behind a backlog is left to run."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from brigade.settings import TopicSettings
 from schemas.records import JobQueued, WorkItem, WorkOutcome
 from testkit.jobs import spec
 from testkit.processors import scripted_worker
@@ -19,7 +22,10 @@ from tests.processors.conftest import Stack, processor_settings
 
 @pytest.fixture
 def short_dispatch(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(processor_settings(kafka_bootstrap, tmp_path, dispatch_timeout_s=2.0), tmp_path)
+    # One work partition: every item below is read in the order it was dispatched.
+    settings = processor_settings(kafka_bootstrap, tmp_path, dispatch_timeout_s=3.0)
+    topics = TopicSettings(partitions=3, work_partitions=1, retry_partitions=1)
+    stack = Stack(settings.model_copy(update={"topics": topics}), tmp_path)
     stack.processors.start("p1")
     try:
         yield stack
@@ -27,10 +33,7 @@ def short_dispatch(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         stack.close()
 
 
-def _lose_first_attempt(item: WorkItem) -> list[WorkOutcome]:
-    # Attempt 1's message is read and dropped, as when a worker committed past it and died.
-    if item.attempt == 1:
-        return []
+def _succeed(item: WorkItem) -> list[WorkOutcome]:
     base: dict[str, Any] = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id,
                             "attempt": item.attempt, "occurred_at": datetime.now(UTC), "worker": "w"}
     key = f"{item.spec.job_id}:{item.attempt}"
@@ -44,12 +47,23 @@ def _lose_first_attempt(item: WorkItem) -> list[WorkOutcome]:
 def test_a_lost_work_item_is_dispatched_again_and_the_job_finishes(short_dispatch: Stack) -> None:
     stack = short_dispatch
     stop = threading.Event()
-    worker = scripted_worker(stack.settings, _lose_first_attempt, stop)
+    lost: set[str] = set()
+
+    def lose_first_attempt(item: WorkItem) -> list[WorkOutcome]:
+        # Attempt 1's message is read and dropped, as when a worker committed past it and died.
+        return [] if item.spec.job_id in lost and item.attempt == 1 else _succeed(item)
+
+    worker = scripted_worker(stack.settings, lose_first_attempt, stop)
     next(worker)
     try:
-        # Given a job with one attempt whose first work item is lost before it starts
+        # Given a job with one attempt whose first work item is lost before it starts,
+        # and a later job on the same work partition that starts
         s = spec(f"job-{uuid.uuid4().hex}", created_at=datetime.now(UTC), max_attempts=1)
+        lost.add(s.job_id)
         stack.client.submit(s)
+        later = spec(f"job-{uuid.uuid4().hex}", created_at=datetime.now(UTC))
+        stack.client.submit(later)
+        stack.observer.wait_event(later.job_id, "JobSucceeded", timeout=120)
         # When its dispatch timeout passes, Then the processor dispatches it again, saying why
         queued = stack.observer.wait_event(s.job_id, "JobQueued", count=2, timeout=120)
         assert isinstance(queued, JobQueued)
@@ -58,6 +72,33 @@ def test_a_lost_work_item_is_dispatched_again_and_the_job_finishes(short_dispatc
         done = stack.observer.wait_event(s.job_id, "JobSucceeded", timeout=120)
         assert done.attempt == 2
         assert stack.observer.names(s.job_id).count("JobQueued") == 2
+    finally:
+        stop.set()
+        next(worker, None)
+
+
+def test_work_items_queued_behind_a_backlog_are_not_dispatched_again(short_dispatch: Stack) -> None:
+    stack = short_dispatch
+
+    def slow_model(item: WorkItem) -> list[WorkOutcome]:
+        time.sleep(0.5)  # the model's latency: one item at a time makes the backlog
+        return _succeed(item)
+
+    stop = threading.Event()
+    worker = scripted_worker(stack.settings, slow_model, stop)
+    next(worker)
+    try:
+        # Given more jobs on one work partition than the worker gets through in a dispatch timeout
+        specs = [spec(f"job-{uuid.uuid4().hex}", created_at=datetime.now(UTC)) for _ in range(12)]
+        for s in specs:
+            stack.client.submit(s)
+        # When the worker works through the backlog, older items starting all along
+        done = [stack.observer.wait_event(s.job_id, "JobSucceeded", timeout=120) for s in specs]
+        # Then every job ran on its first and only dispatch, though most waited past the timeout
+        assert [d.attempt for d in done] == [1] * len(specs)
+        assert [stack.observer.names(s.job_id).count("JobQueued") for s in specs] == [1] * len(specs)
+        logs = "".join(log.read_text() for log in stack.processors.logs.glob("*.log"))
+        assert "held: its work partition has not reached it" in logs
     finally:
         stop.set()
         next(worker, None)
