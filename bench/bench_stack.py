@@ -5,7 +5,10 @@
 (b) interactive end-to-end latency minus model time, at a steady low rate;
 (c) batching efficiency with the real model: embeddings/s through the stack divided by the
     raw model's embeddings/s in a tight loop, measured in the same run;
-(d) the same no-op workload through Celery + Redis (acks_late), reported as a ratio.
+(d) the same no-op workload through Celery + Redis (acks_late), reported as a ratio;
+(e) the per-job budget: CPU per job of each process during (a), and the latency of each hop
+    (command → work item → started → model → succeeded → terminal event → client) during (b),
+    from the records' own timestamps (``bench.budget``).
 
     .venv/bin/python -m bench.bench_stack [--jobs 3000] [--embeddings 1000]
 """
@@ -13,11 +16,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.bench_celery import celery_jobs_per_second
+from bench.budget import CpuPhase, hop_rows, record_times
 from bench.report import emit, percentile
 from bench.stack import EMULATED, RunningStack, embedded_stack
 from ingress.client import Client
@@ -60,8 +65,14 @@ def ceiling(jobs: int, run_id: str) -> dict[str, Any]:
     with embedded_stack(model_server=False) as stack:
         _submit_and_drain(stack, [f"warm-up {run_id} {i}" for i in range(100)], model_hint=EMULATED,
                           timeout_s=300)
+        cpu = CpuPhase(stack.home)
+        cpu.start()
         seconds = _submit_and_drain(stack, [f"noop {run_id} {i}" for i in range(jobs)], model_hint=EMULATED,
                                     timeout_s=900)
+        budget = cpu.rows(jobs)
+    emit("stack-cpu-budget", f"(e) CPU per no-op job by process ({jobs} jobs, load before "
+         f"{cpu.load_before:.2f}, after {os.getloadavg()[0]:.2f})", budget,
+         extra={"load_before": cpu.load_before, "load_after": os.getloadavg()[0]})
     return {"jobs": jobs, "seconds": seconds, "jobs_per_s": jobs / seconds}
 
 
@@ -77,11 +88,15 @@ def interactive_latency(rate_per_s: float, seconds: float, run_id: str) -> dict[
     """(b) end-to-end latency of interactive jobs minus the model call, GPU-like emulator."""
     with embedded_stack(model_server=False, batch_latency_ms=20, item_latency_ms=0.5) as stack, \
             Client(stack.url, api_key=stack.api_key) as client:
+        seen: dict[str, tuple[float, float]] = {}
+
         def one(i: int) -> tuple[float, str]:
-            started = time.perf_counter()
+            sent, started = time.time(), time.perf_counter()
             job = client.submit({"input": f"interactive {run_id} {i}", "priority": "interactive",
                                  "modelHint": EMULATED}, wait=30)
-            return (time.perf_counter() - started) * 1000, job["jobId"]
+            elapsed = (time.perf_counter() - started) * 1000
+            seen[job["jobId"]] = (sent, sent + elapsed / 1000)
+            return elapsed, job["jobId"]
 
         for i in range(20):
             one(-i - 1)
@@ -92,8 +107,12 @@ def interactive_latency(rate_per_s: float, seconds: float, run_id: str) -> dict[
                 futures.append(pool.submit(one, i))
                 time.sleep(1 / rate_per_s)  # the load generator's pacing, not synchronisation
             results = [f.result() for f in futures]
+        measured = {job_id: seen[job_id] for _, job_id in results}
+        hops = hop_rows(measured, record_times(stack.settings, set(measured), ("interactive",)))
         overhead = [total - _model_ms(client, job_id) for total, job_id in results]
         totals = [total for total, _ in results]
+    emit("stack-latency-hops", f"(e) interactive latency per hop, {rate_per_s:g} jobs/s "
+         f"(load {os.getloadavg()[0]:.2f})", hops)
     return {"jobs": count, "rate_per_s": rate_per_s,
             "e2e_p50_ms": percentile(totals, 0.5), "e2e_p99_ms": percentile(totals, 0.99),
             "minus_model_p50_ms": percentile(overhead, 0.5), "minus_model_p99_ms": percentile(overhead, 0.99)}
