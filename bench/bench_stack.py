@@ -146,6 +146,7 @@ def main() -> None:
     only = set(args.only or ("ceiling", "latency", "batching"))
     if "ceiling" in only:
         noop = ceiling(args.jobs, run_id)
+        print(f"brigade: {noop['jobs_per_s']:.1f} no-op jobs/s", flush=True)
         celery = celery_jobs_per_second(args.jobs)
         emit("stack-ceiling", "(a)+(d) no-op jobs through the whole stack vs Celery+Redis", [
             {"system": "brigade (SDK → processor → worker → projection)", **noop},
