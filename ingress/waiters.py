@@ -153,6 +153,20 @@ class WaitRegistry:
                 future.set_result(terminal)
 
 
+def next_messages(consumer: Consumer, limit: int, *, timeout_s: float) -> list[Any]:
+    """Up to ``limit`` messages, returned as soon as one has arrived (empty after ``timeout_s``).
+
+    ``Consumer.consume(n, timeout)`` returns only once it holds ``n`` messages or the timeout
+    has passed, so a tail at a few events a second answered each one ~half its timeout late
+    (p50 281 ms at 10 events/s with a 0.5 s timeout). Waiting for the first message alone,
+    then taking what is already fetched without waiting, answers within milliseconds.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, timeout=0)] if limit > 1 else [first]
+
+
 class EventTail:
     """Tails ``brigade.job-events`` in a thread and feeds terminal events to a ``WaitRegistry``."""
 
@@ -186,7 +200,7 @@ class EventTail:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                messages = self._consumer.consume(num_messages=500, timeout=0.5)
+                messages = next_messages(self._consumer, 500, timeout_s=0.5)
             except KafkaException as exc:
                 self.healthy = False
                 log.warning("tailing %s: %s", self.topic, exc)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from brigade.kafka.clients import consumer_config, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from ingress.app import create_app
 from ingress.producer import CommandPublisher
 from ingress.service import Ingress
 from ingress.tenants import TenantStore
+from ingress.waiters import next_messages
 from projections.readmodel import JobStatus
 from schemas import records as r
 from tests.ingress.support import (
@@ -150,3 +154,27 @@ def test_readyz_answers_from_a_cached_probe(
         during = len(calls) - before
     assert all(a.status_code == 200 and a.json()["status"] == "ok" for a in answers)
     assert during < 25, during  # a probe per call would be 50
+
+
+def test_the_event_tail_hands_over_a_message_without_waiting_for_a_full_batch(
+    settings: Settings, topics: Topology
+) -> None:
+    # A batch read that waits for 500 messages or its whole timeout delays every terminal
+    # event of a quiet tail by up to that timeout; with a 10-minute timeout that is a hang,
+    # and the 60 s join below fails.
+    consumer = Consumer(consumer_config(settings, f"{settings.kafka.topic_prefix}-tail-test"))
+    try:
+        partitions = consumer.list_topics(topics.job_events, timeout=10).topics[topics.job_events].partitions
+        consumer.assign([TopicPartition(topics.job_events, p, OFFSET_BEGINNING) for p in partitions])
+        producer = make_producer(settings)
+        producer.produce(topics.job_events, key=b"job-1", value=b"one event")
+        assert producer.flush(30) == 0
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.extend(next_messages(consumer, 500, timeout_s=600)),
+                                  daemon=True)
+        reader.start()
+        reader.join(60)
+        assert not reader.is_alive(), "next_messages waited for a full batch"
+        assert [m.value() for m in got] == [b"one event"]
+    finally:
+        consumer.close()
