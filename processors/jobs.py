@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from brigade.errors import DecodeError
@@ -102,7 +102,7 @@ class JobProcessor:
             await future
         for key, job in work.states.items():
             if job is not None:
-                self._table[key] = encode_job(job)
+                self._table[key] = encode_job(_without_result_text(job))
                 self._track(key, job)
         acked = time.time()
         for submitted in work.submitted_at:
@@ -266,3 +266,11 @@ class JobProcessor:
         self._checked[key] = now.timestamp()
         return True
 
+
+def _without_result_text(job: Job) -> Job:
+    """The state as stored: no decision reads a result's text, and the event log holds it.
+
+    An inline result (an embedding is ~8 KB of JSON) would otherwise travel a third time
+    per job, through the table's changelog, after the outcome and ``JobSucceeded``.
+    """
+    return replace(job, result_inline=None) if job.result_inline is not None else job
