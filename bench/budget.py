@@ -117,10 +117,10 @@ HOPS = (
     ("client → command written (API)", "sent", "command"),
     ("command → work item written (processor)", "command", "work"),
     ("work item → batch closed, started outcome written (worker)", "work", "started"),
-    ("model call", None, None),
+    ("model call (worker-measured HTTP call)", None, None),
     ("started → succeeded outcome written, minus model (worker)", "started", "succeeded"),
     ("outcome → JobSucceeded written (processor)", "succeeded", "terminal"),
-    ("JobSucceeded → visible to the client (API + projector)", "terminal", "seen"),
+    ("JobSucceeded → the waiting client has it (API event tail)", "terminal", "seen"),
     ("total, client send → client sees succeeded", "sent", "seen"),
 )
 
