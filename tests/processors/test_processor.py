@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from brigade.kafka import topology
+from brigade.kafka.clients import make_consumer
 from schemas.codec import Codec
 from schemas.records import (
     JobDeadLettered,
@@ -197,3 +202,45 @@ def test_unknown_model_hint_routes_to_default_and_fallback_on_open_circuit(stack
     hinted = fresh(model_hint="no-such-model")
     stack.client.submit(hinted)
     assert stack.observer.wait_event(hinted.job_id, "JobQueued").pool == "small"
+
+
+def _changelog_values(stack: Stack, key: bytes) -> list[bytes]:
+    """Every value the processors' state table has written for ``key`` so far."""
+    changelog = topology.Topology(stack.settings).processor_changelog
+    consumer = make_consumer(stack.settings, f"changelog-reader-{uuid.uuid4().hex[:8]}",
+                             **{"enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(changelog, timeout=10).topics[changelog].partitions
+        consumer.assign([TopicPartition(changelog, p, OFFSET_BEGINNING) for p in partitions])
+        pending, values = set(partitions), []
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                pending.discard(message.partition())
+            elif message.key() == key and message.value() is not None:
+                values.append(message.value())
+        return values
+    finally:
+        consumer.close()
+
+
+def test_the_state_table_keeps_a_result_digest_not_its_text(stack: Stack) -> None:
+    # The result's text travels in the outcome and in JobSucceeded; a third copy in the
+    # table's changelog would only cost broker writes (an embedding is ~8 KB of JSON).
+    s = fresh()
+    stack.client.submit(s)
+    stack.observer.wait_event(s.job_id, "JobQueued", timeout=STARTUP_S)
+    text = '{"embedding":[0.123456789]}'
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    stack.client.outcome(outcome(s, "started", lease_ms=30_000, at=now()))
+    stack.client.outcome(outcome(s, "succeeded", result_inline=text, result_sha256=digest,
+                                 result_size=len(text), latency_ms=4.0, at=now()))
+    done = stack.observer.wait_event(s.job_id, "JobSucceeded")
+    assert isinstance(done, JobSucceeded) and done.result_inline == text  # the log keeps it
+    stored = poll_until(lambda: [v for v in _changelog_values(stack, s.job_id.encode()) if b"succeeded" in v],
+                        timeout_s=60, what="the succeeded state in the changelog")
+    assert all(b"0.123456789" not in value for value in stored)
+    assert any(digest.encode() in value for value in stored)
