@@ -160,7 +160,7 @@ def test_the_event_tail_hands_over_a_message_without_waiting_for_a_full_batch(
     settings: Settings, topics: Topology
 ) -> None:
     # A batch read that waits for 500 messages or its whole timeout delays every terminal
-    # event of a quiet tail by up to that timeout; with a 10-minute timeout that is a hang,
+    # event of a quiet tail by up to that timeout; with a 3-minute timeout that is a hang,
     # and the 60 s join below fails.
     consumer = Consumer(consumer_config(settings, f"{settings.kafka.topic_prefix}-tail-test"))
     try:
@@ -170,7 +170,7 @@ def test_the_event_tail_hands_over_a_message_without_waiting_for_a_full_batch(
         producer.produce(topics.job_events, key=b"job-1", value=b"one event")
         assert producer.flush(30) == 0
         got: list[Any] = []
-        reader = threading.Thread(target=lambda: got.extend(next_messages(consumer, 500, timeout_s=600)),
+        reader = threading.Thread(target=lambda: got.extend(next_messages(consumer, 500, timeout_s=180)),
                                   daemon=True)
         reader.start()
         reader.join(60)
