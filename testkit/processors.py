@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,35 @@ def scripted_worker(settings: Settings, respond: Callable[[WorkItem], list[WorkO
     finally:
         stop.set()
         thread.join(15)
+
+
+Respond = Callable[[WorkItem], list[WorkOutcome]]
+
+
+def _base(item: WorkItem, worker: str) -> dict[str, Any]:
+    return {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id, "attempt": item.attempt,
+            "occurred_at": datetime.now(UTC), "worker": worker}
+
+
+def succeed(item: WorkItem, *, worker: str = "w", result: str = "{}") -> list[WorkOutcome]:
+    """A worker's answer to ``item``: started, then succeeded with ``result`` inline."""
+    base, key = _base(item, worker), f"{item.spec.job_id}:{item.attempt}"
+    return [
+        WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base),
+        WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline=result,
+                    latency_ms=1.0, batch_size=1, **base),
+    ]
+
+
+def rate_limited_once(retry_after_ms: int) -> Respond:
+    """A worker that answers attempt 1 with a 429 (``retry_after_ms``) and later attempts with success."""
+
+    def respond(item: WorkItem) -> list[WorkOutcome]:
+        if item.attempt != 1:
+            return succeed(item)
+        base, key = _base(item, "w"), f"{item.spec.job_id}:{item.attempt}"
+        return [WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base),
+                WorkOutcome(outcome_id=f"{key}:failed", kind="failed", error="HTTP 429",
+                            error_class="rate_limited", retry_after_ms=retry_after_ms, **base)]
+
+    return respond

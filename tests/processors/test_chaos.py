@@ -15,24 +15,16 @@ from confluent_kafka import TopicPartition
 from brigade.kafka.clients import make_consumer
 from brigade.status import TERMINAL
 from processors.lifecycle import fold
-from schemas.records import JobSucceeded, LifecycleEvent, WorkItem, WorkOutcome
+from schemas.records import JobSucceeded, LifecycleEvent
 from testkit.jobs import spec
-from testkit.processors import scripted_worker
+from testkit.processors import scripted_worker, succeed
 from testkit.support import poll_until
 from tests.processors.conftest import Stack
 
 JOBS = 300
 
 
-def _respond(item: WorkItem) -> list[WorkOutcome]:
-    base = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id, "attempt": item.attempt,
-            "occurred_at": datetime.now(UTC), "worker": "chaos-worker"}
-    key = f"{item.spec.job_id}:{item.attempt}"
-    return [
-        WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base),  # type: ignore[arg-type]
-        WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline='{"ok":true}',  # type: ignore[arg-type]
-                    latency_ms=1.0, batch_size=1, **base),
-    ]
+
 
 
 def _both_assigned(stack: Stack) -> bool:
@@ -59,7 +51,7 @@ def _check_job(job_id: str, events: list[LifecycleEvent]) -> None:
 def test_sigkill_one_of_two_processors_loses_no_job_and_decides_none_twice(fresh_stack: Stack) -> None:
     chaos = fresh_stack
     stop = threading.Event()
-    worker = scripted_worker(chaos.settings, _respond, stop)
+    worker = scripted_worker(chaos.settings, lambda item: succeed(item, worker="chaos-worker"), stop)
     next(worker)
     try:
         # Given two processors that both own partitions

@@ -6,14 +6,12 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from brigade.kafka.clients import make_admin
-from schemas.records import WorkItem, WorkOutcome
 from testkit.jobs import spec
-from testkit.processors import scripted_worker
+from testkit.processors import rate_limited_once, scripted_worker
 from testkit.support import poll_until
 from tests.processors.conftest import Stack
 from tests.processors.test_batch_failure import _max_message_bytes
@@ -21,16 +19,7 @@ from tests.processors.test_batch_failure import _max_message_bytes
 RETRY_AFTER_MS = 8_000  # the timer waits this long in its tier: time to make the broker refuse it
 
 
-def _fail_then_succeed(item: WorkItem) -> list[WorkOutcome]:
-    base: dict[str, Any] = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id,
-                            "attempt": item.attempt, "occurred_at": datetime.now(UTC), "worker": "w"}
-    key = f"{item.spec.job_id}:{item.attempt}"
-    started = WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base)
-    if item.attempt == 1:
-        return [started, WorkOutcome(outcome_id=f"{key}:failed", kind="failed", error="HTTP 429",
-                                     error_class="rate_limited", retry_after_ms=RETRY_AFTER_MS, **base)]
-    return [started, WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",
-                                 latency_ms=1.0, batch_size=1, **base)]
+
 
 
 @pytest.mark.chaos
@@ -38,7 +27,7 @@ def test_a_refused_timer_forward_stops_the_process_and_is_retried_after_restart(
     admin = make_admin(fresh_stack.settings)
     commands = fresh_stack.observer.topology.commands
     stop = threading.Event()
-    worker = scripted_worker(fresh_stack.settings, _fail_then_succeed, stop)
+    worker = scripted_worker(fresh_stack.settings, rate_limited_once(RETRY_AFTER_MS), stop)
     next(worker)
     p1 = fresh_stack.processors.start("p1")
     try:

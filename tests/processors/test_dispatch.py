@@ -9,14 +9,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from brigade.settings import TopicSettings
 from schemas.records import JobQueued, WorkItem, WorkOutcome
 from testkit.jobs import spec
-from testkit.processors import scripted_worker
+from testkit.processors import scripted_worker, succeed
 from tests.processors.conftest import Stack, processor_settings
 
 
@@ -33,15 +32,7 @@ def short_dispatch(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         stack.close()
 
 
-def _succeed(item: WorkItem) -> list[WorkOutcome]:
-    base: dict[str, Any] = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id,
-                            "attempt": item.attempt, "occurred_at": datetime.now(UTC), "worker": "w"}
-    key = f"{item.spec.job_id}:{item.attempt}"
-    return [
-        WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base),
-        WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",
-                    latency_ms=1.0, batch_size=1, **base),
-    ]
+
 
 
 def test_a_lost_work_item_is_dispatched_again_and_the_job_finishes(short_dispatch: Stack) -> None:
@@ -51,7 +42,7 @@ def test_a_lost_work_item_is_dispatched_again_and_the_job_finishes(short_dispatc
 
     def lose_first_attempt(item: WorkItem) -> list[WorkOutcome]:
         # Attempt 1's message is read and dropped, as when a worker committed past it and died.
-        return [] if item.spec.job_id in lost and item.attempt == 1 else _succeed(item)
+        return [] if item.spec.job_id in lost and item.attempt == 1 else succeed(item)
 
     worker = scripted_worker(stack.settings, lose_first_attempt, stop)
     next(worker)
@@ -82,7 +73,7 @@ def test_work_items_queued_behind_a_backlog_are_not_dispatched_again(short_dispa
 
     def slow_model(item: WorkItem) -> list[WorkOutcome]:
         time.sleep(0.5)  # the model's latency: one item at a time makes the backlog
-        return _succeed(item)
+        return succeed(item)
 
     stop = threading.Event()
     worker = scripted_worker(stack.settings, slow_model, stop)

@@ -7,13 +7,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from schemas.records import JobQueued, JobRetryScheduled, WorkItem, WorkOutcome
+from schemas.records import JobQueued, JobRetryScheduled
 from testkit.jobs import spec
-from testkit.processors import scripted_worker
+from testkit.processors import rate_limited_once, scripted_worker
 from tests.processors.conftest import Stack, processor_settings
 
 
@@ -29,22 +28,13 @@ def timers_lost(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         stack.close()
 
 
-def _rate_limit_first_attempt(item: WorkItem) -> list[WorkOutcome]:
-    base: dict[str, Any] = {"job_id": item.spec.job_id, "tenant_id": item.spec.tenant_id,
-                            "attempt": item.attempt, "occurred_at": datetime.now(UTC), "worker": "w"}
-    key = f"{item.spec.job_id}:{item.attempt}"
-    started = WorkOutcome(outcome_id=f"{key}:started", kind="started", lease_ms=30_000, **base)
-    if item.attempt == 1:
-        return [started, WorkOutcome(outcome_id=f"{key}:failed", kind="failed", error="HTTP 429",
-                                     error_class="rate_limited", retry_after_ms=500, **base)]
-    return [started, WorkOutcome(outcome_id=f"{key}:succeeded", kind="succeeded", result_inline="{}",
-                                 latency_ms=1.0, batch_size=1, **base)]
+
 
 
 def test_a_job_whose_retry_timer_is_lost_is_dispatched_again_and_finishes(timers_lost: Stack) -> None:
     stack = timers_lost
     stop = threading.Event()
-    worker = scripted_worker(stack.settings, _rate_limit_first_attempt, stop)
+    worker = scripted_worker(stack.settings, rate_limited_once(500), stop)
     next(worker)
     try:
         # Given a job whose first attempt is rate limited, so a retry timer is scheduled
