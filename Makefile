@@ -55,8 +55,9 @@ bench: $(STAMP)
 # The whole stack under faults (docs/chaos.md); exits 1 when a job is lost or decided twice.
 CHAOS_JOBS ?= 20000
 CHAOS_BROKERS ?= 1
+CHAOS_RATE ?= 40
 chaos: $(STAMP)
-	$(VENV)/bin/brigade chaos --jobs $(CHAOS_JOBS) --brokers $(CHAOS_BROKERS) --report chaos-report.json
+	$(VENV)/bin/brigade chaos --jobs $(CHAOS_JOBS) --brokers $(CHAOS_BROKERS) --rate $(CHAOS_RATE) --report chaos-report.json
 
 clean:
 	rm -rf $(VENV) .brigade
