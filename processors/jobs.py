@@ -17,14 +17,18 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from confluent_kafka.admin import AdminClient
+
 from brigade.errors import DecodeError
 from brigade.ids import job_id as derive_job_id
+from brigade.kafka.clients import make_admin
+from brigade.kafka.lag import Offsets, committed_offsets, groups_named
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings, tier_name
 from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due, retry_overdue
 from processors.lifecycle import Job
 from processors.metrics import Metrics
-from processors.progress import WorkProgress
+from processors.progress import DispatchedItem, WorkerCommits, WorkProgress
 from processors.state import decode_job, encode_job
 from schemas.codec import Codec
 from schemas.records import (
@@ -70,6 +74,7 @@ class _Batch:
     states: dict[bytes, Job | None] = field(default_factory=dict)
     outputs: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     submitted_at: list[float] = field(default_factory=list)
+    dispatches: dict[int, bytes] = field(default_factory=dict)  # output index -> job key
 
 
 class JobProcessor:
@@ -77,7 +82,8 @@ class JobProcessor:
 
     def __init__(self, *, settings: Settings, table: MutableMapping[bytes, bytes], send: Send,
                  metrics: Metrics, policy: Policy | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 worker_commits: WorkerCommits | None = None) -> None:
         self._settings = settings
         self._topology = Topology(settings)
         self._table = table
@@ -91,6 +97,9 @@ class JobProcessor:
         self.alarms: dict[bytes, tuple[float, str]] = {}
         self._checked: dict[bytes, float] = {}
         self.progress = WorkProgress(settings.topics.work_partitions)
+        self.commits = worker_commits or WorkerCommits(
+            _worker_offsets_reader(settings), ttl_s=max(settings.retry.lease_check_interval_s, 2.0))
+        self._items: dict[bytes, DispatchedItem] = {}
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
@@ -98,8 +107,10 @@ class JobProcessor:
         for message in batch:
             self._handle(message, work)
         futures = [await self._send(topic, key, value) for topic, key, value in work.outputs]
-        for future in futures:
-            await future
+        for index, future in enumerate(futures):
+            metadata = await future
+            if index in work.dispatches:
+                self._note_item(work.dispatches[index], metadata, work.now)
         for key, job in work.states.items():
             if job is not None:
                 self._table[key] = encode_job(_without_result_text(job))
@@ -173,6 +184,7 @@ class JobProcessor:
             item = WorkItem(spec=job.spec, attempt=event.attempt, pool=event.pool, lane=event.lane,
                             model=event.model, dispatched_at=work.now, lease_ms=self._lease_ms,
                             traceparent=event.envelope.traceparent)
+            work.dispatches[len(work.outputs)] = key
             work.outputs.append((self._topology.work(event.pool, event.lane), key, self._codec.encode(item)))
             if event.reason == "submitted":
                 work.submitted_at.append(message.timestamp)
@@ -192,6 +204,11 @@ class JobProcessor:
             work.outputs.append((self._topology.dlq, key, self._codec.encode(letter)))
             self._metrics.dead_letters.labels(event.reason).inc()
 
+    def _note_item(self, key: bytes, metadata: object, dispatched_at: datetime) -> None:
+        partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", None)
+        if isinstance(partition, int) and isinstance(offset, int):
+            self._items[key] = DispatchedItem(partition, offset, dispatched_at)
+
     def _dead_letter(self, work: _Batch, message: Incoming, reason: str) -> None:
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
         letter = DeadLetter(source_topic=message.topic, partition=message.partition, offset=message.offset,
@@ -210,6 +227,8 @@ class JobProcessor:
                      dispatch_due(job, self._settings.retry.dispatch_timeout_s),
                      retry_overdue(job, self._settings.retry.retry_timer_grace_s)]
             when = min((t for t in times if t is not None), default=None)
+        if job.status != "queued":
+            self._items.pop(key, None)
         if when is None:
             self.alarms.pop(key, None)
             self._checked.pop(key, None)
@@ -237,6 +256,8 @@ class JobProcessor:
         due = [(k, tenant) for k, (when, tenant) in self.alarms.items()
                if when <= now and self._checked.get(k, 0.0) <= now - CHECK_REPEAT_S]
         stamp = datetime.fromtimestamp(now, UTC)
+        if any(k in self._items for k, _ in due):
+            await self.commits.refresh(now)
         due = [(k, tenant) for k, tenant in due if not self._behind_backlog(k, stamp)]
         for key, tenant in due:
             timer = RetryTimer(job_id=key.decode(), tenant_id=tenant, attempt=0, due_at=stamp,
@@ -258,8 +279,14 @@ class JobProcessor:
         if (now - job.dispatched_at).total_seconds() >= retry.dispatch_backlog_max_s:
             return False
         topic = self._topology.work(job.pool, job.lane or "batch")
-        if not self.progress.queued_behind(topic, key, job.dispatched_at, now=now,
-                                           window_s=retry.dispatch_timeout_s):
+        item = self._items.get(key)
+        passed = None
+        if item is not None and item.dispatched_at == job.dispatched_at:
+            passed = self.commits.passed(topic, item.partition, item.offset)
+        if passed is None:  # the item's offset or the workers' offsets are not known
+            passed = not self.progress.queued_behind(topic, key, job.dispatched_at, now=now,
+                                                     window_s=retry.dispatch_timeout_s)
+        if passed:
             return False
         if key not in self._checked:
             log.info("dispatch deadline of %s held: its work partition has not reached it", key.decode())
@@ -274,3 +301,18 @@ def _without_result_text(job: Job) -> Job:
     per job, through the table's changelog, after the outcome and ``JobSucceeded``.
     """
     return replace(job, result_inline=None) if job.result_inline is not None else job
+
+
+def _worker_offsets_reader(settings: Settings) -> Callable[[], list[Offsets]]:
+    """Reads the committed offsets of every workers' consumer group (blocking admin calls;
+    the admin client is made on first use, so a processor that never needs it has none)."""
+    admins: list[AdminClient] = []
+    prefix = Topology(settings).worker_group_prefix
+
+    def read() -> list[Offsets]:
+        if not admins:
+            admins.append(make_admin(settings))
+        groups = groups_named(admins[0], prefix)
+        return [committed_offsets(admins[0], group) for group in groups]
+
+    return read

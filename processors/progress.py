@@ -1,22 +1,39 @@
-"""How far the workers have got on each work partition, seen from the attempts that started.
+"""How far the workers have got on each work partition.
 
-A dispatched job that has not started by its dispatch deadline is either lost (its message
-was committed past, or skipped) or still waiting behind a backlog. Workers read a work
-partition in offset order, so once an attempt dispatched after the job's own dispatch,
-on the same partition, has started, the workers have read past the job's item:
-if it has not started by then it will not. Until that is seen, and while older attempts
-keep starting on the partition, the job is queued behind a backlog and its re-dispatch
-waits (up to ``retry.dispatch_backlog_max_s``). A partition where nothing started for a
-whole dispatch timeout is no backlog (its item was lost, or its workers are gone), so the
-deadline runs as it is, as it does on a partition this processor has not seen start.
+A dispatched job that has not started by its dispatch deadline is either lost (its item
+was committed past, or skipped) or still waiting behind a backlog. Re-dispatching helps
+only in the first case: the new item goes to the same partition (same key), behind the
+same backlog, and each needless one is another model call and more backlog.
+
+The exact answer is the workers' committed offsets (``WorkerCommits``). Workers commit only
+the contiguous prefix of items they are done with, so an item at or after a group's
+committed offset is still ahead of that group and will be read, whatever crashes, by
+whichever member holds the partition next; only once every group reading the topic has
+committed past the item without its attempt starting is it lost. The processor knows
+each item's offset from the broker's acknowledgement of its dispatch.
+
+A processor that restarted no longer knows the offsets of items dispatched before; for
+those it estimates from the attempts that start (``WorkProgress``): once an attempt
+dispatched after the job's own, on the same partition, has started, the workers have
+probably read past the job's item. A partition where nothing started for a whole
+dispatch timeout is no backlog (its item was lost, or its workers are gone), so the
+deadline runs as it is. Every hold ends at ``retry.dispatch_backlog_max_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+
+from brigade.errors import KafkaError
+from brigade.kafka.lag import Offsets
+
+log = logging.getLogger(__name__)
 
 
 def work_partition(key: bytes, partitions: int) -> int:
@@ -60,3 +77,49 @@ class WorkProgress:
         if seen is None or seen.reached > dispatched_at:
             return False
         return (now - seen.active_at).total_seconds() < window_s
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchedItem:
+    """Where the broker put a job's latest work item."""
+
+    partition: int
+    offset: int
+    dispatched_at: datetime
+
+
+class WorkerCommits:
+    """The worker groups' committed offsets, read from the broker at most every ``ttl_s``.
+
+    ``read`` returns one ``Offsets`` per workers' consumer group (it blocks: it runs in a
+    thread). When it fails, nothing is known until the next successful read.
+    """
+
+    def __init__(self, read: Callable[[], list[Offsets]], *, ttl_s: float) -> None:
+        self._read = read
+        self._ttl_s = ttl_s
+        self._read_at = float("-inf")
+        self._groups: list[Offsets] | None = None
+
+    async def refresh(self, now: float) -> None:
+        """Read the groups' offsets again if the last read is older than ``ttl_s``."""
+        if now - self._read_at < self._ttl_s:
+            return
+        self._read_at = now
+        try:
+            self._groups = await asyncio.to_thread(self._read)
+        except KafkaError as exc:
+            log.warning("workers' committed offsets unknown: %s", exc)
+            self._groups = None
+
+    def passed(self, topic: str, partition: int, offset: int) -> bool | None:
+        """Whether every group reading ``topic`` has committed past ``offset`` on ``partition``
+        (``None``: the offsets could not be read).
+
+        No group with a commit on the topic means no worker has finished anything there
+        yet: the item is still ahead of them.
+        """
+        if self._groups is None:
+            return None
+        readers = [group for group in self._groups if any(t == topic for t, _ in group)]
+        return bool(readers) and all(group.get((topic, partition), -1) > offset for group in readers)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -162,19 +161,23 @@ def scripted_worker(settings: Settings, respond: Callable[[WorkItem], list[WorkO
     """Yield once started; answer each work item with ``respond``'s outcomes until ``stop``."""
     topology = Topology(settings)
     codec = Codec()
-    consumer = make_consumer(settings, f"worker-{uuid.uuid4().hex[:8]}")
+    # Named and committing like the workers: the processors read a workers' group's commits
+    # to tell a lost item (committed past, never started) from one still queued.
+    consumer = make_consumer(settings, topology.worker_group(settings.pools))
     consumer.subscribe([topology.work(p, lane) for p in settings.pools for lane in LANES])
     producer = make_producer(settings)
 
     def run() -> None:
         while not stop.is_set():
-            message = consumer.poll(0.1)
-            if message is None or message.error() is not None:
-                continue
-            item = codec.decode_as(message.value() or b"", WorkItem)
-            for outcome in respond(item):
-                producer.produce(topology.outcomes, key=outcome.job_id.encode(), value=codec.encode(outcome))
-            producer.poll(0)
+            messages = [m for m in consumer.consume(100, 0.1) if m.error() is None]
+            for message in messages:
+                item = codec.decode_as(message.value() or b"", WorkItem)
+                for outcome in respond(item):
+                    producer.produce(topology.outcomes, key=outcome.job_id.encode(),
+                                     value=codec.encode(outcome))
+            if messages:  # commit what was read only once its outcomes are acknowledged
+                producer.flush(10)
+                consumer.commit(asynchronous=False)
         producer.flush(10)
         consumer.close()
 

@@ -26,6 +26,15 @@ def committed_offsets(admin: AdminClient, group: str, *, timeout_s: float = 5.0)
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
+def groups_named(admin: AdminClient, prefix: str, *, timeout_s: float = 5.0) -> list[str]:
+    """The ids of the consumer groups whose name starts with ``prefix``."""
+    try:
+        listing = admin.list_consumer_groups(request_timeout=timeout_s).result()
+    except Exception as exc:  # the admin API raises KafkaException and plain exceptions
+        raise KafkaError(f"listing consumer groups failed: {exc}") from exc
+    return sorted(g.group_id for g in listing.valid if g.group_id.startswith(prefix))
+
+
 def end_offsets(bootstrap: str, topics: Iterable[str], *, timeout_s: float = 5.0) -> Offsets:
     """``(topic, partition) → high watermark`` for every partition of ``topics``."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "brigade-lag-probe",

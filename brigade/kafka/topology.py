@@ -57,7 +57,12 @@ class Topology:
 
     def worker_group(self, pools: Iterable[str]) -> str:
         """The consumer group (Faust app id) of the workers serving ``pools``; one per pool set."""
-        return f"{self.settings.kafka.topic_prefix}-workers.{'.'.join(sorted(set(pools)))}"
+        return f"{self.worker_group_prefix}{'.'.join(sorted(set(pools)))}"
+
+    @property
+    def worker_group_prefix(self) -> str:
+        """What every workers' group name starts with (the processors find them by it)."""
+        return f"{self.settings.kafka.topic_prefix}-workers."
 
     @property
     def commands(self) -> str:
