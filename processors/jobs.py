@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka.admin import AdminClient
 
-from brigade.errors import DecodeError
+from brigade.errors import DecodeError, KafkaError
 from brigade.ids import job_id as derive_job_id
 from brigade.kafka.clients import make_admin
 from brigade.kafka.lag import Offsets, committed_offsets, groups_named
@@ -28,7 +28,7 @@ from brigade.settings import Settings, tier_name
 from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due, retry_overdue
 from processors.lifecycle import Job
 from processors.metrics import Metrics
-from processors.progress import DispatchedItem, WorkerCommits, WorkProgress
+from processors.progress import WorkerCommits
 from processors.state import decode_job, encode_job
 from schemas.codec import Codec
 from schemas.records import (
@@ -37,7 +37,6 @@ from schemas.records import (
     JobDeadLettered,
     JobQueued,
     JobRetryScheduled,
-    JobStarted,
     LifecycleEvent,
     Record,
     RetryTimer,
@@ -96,10 +95,8 @@ class JobProcessor:
         self._lease_ms = int(settings.retry.lease_s * 1000)
         self.alarms: dict[bytes, tuple[float, str]] = {}
         self._checked: dict[bytes, float] = {}
-        self.progress = WorkProgress(settings.topics.work_partitions)
         self.commits = worker_commits or WorkerCommits(
             _worker_offsets_reader(settings), ttl_s=max(settings.retry.lease_check_interval_s, 2.0))
-        self._items: dict[bytes, DispatchedItem] = {}
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
@@ -110,7 +107,7 @@ class JobProcessor:
         for index, future in enumerate(futures):
             metadata = await future
             if index in work.dispatches:
-                self._note_item(work.dispatches[index], metadata, work.now)
+                _note_item(work, work.dispatches[index], metadata)
         for key, job in work.states.items():
             if job is not None:
                 self._table[key] = encode_job(_without_result_text(job))
@@ -188,9 +185,6 @@ class JobProcessor:
             work.outputs.append((self._topology.work(event.pool, event.lane), key, self._codec.encode(item)))
             if event.reason == "submitted":
                 work.submitted_at.append(message.timestamp)
-        elif isinstance(event, JobStarted) and job.dispatched_at is not None and job.pool and job.lane:
-            self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at,
-                                  now=work.now)
         elif isinstance(event, JobRetryScheduled):
             timer = RetryTimer(job_id=job.job_id, tenant_id=job.tenant_id, attempt=event.attempt,
                                due_at=event.due_at, tier=event.tier)
@@ -203,11 +197,6 @@ class JobProcessor:
                                 attempts=event.attempts, errors=list(event.errors))
             work.outputs.append((self._topology.dlq, key, self._codec.encode(letter)))
             self._metrics.dead_letters.labels(event.reason).inc()
-
-    def _note_item(self, key: bytes, metadata: object, dispatched_at: datetime) -> None:
-        partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", None)
-        if isinstance(partition, int) and isinstance(offset, int):
-            self._items[key] = DispatchedItem(partition, offset, dispatched_at)
 
     def _dead_letter(self, work: _Batch, message: Incoming, reason: str) -> None:
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
@@ -227,8 +216,6 @@ class JobProcessor:
                      dispatch_due(job, self._settings.retry.dispatch_timeout_s),
                      retry_overdue(job, self._settings.retry.retry_timer_grace_s)]
             when = min((t for t in times if t is not None), default=None)
-        if job.status != "queued":
-            self._items.pop(key, None)
         if when is None:
             self.alarms.pop(key, None)
             self._checked.pop(key, None)
@@ -236,16 +223,10 @@ class JobProcessor:
             self.alarms[key] = (when.timestamp(), job.tenant_id)
 
     def rebuild_alarms(self) -> None:
-        """Re-derive lease and deadline alarms, and how far the workers have got on each work
-        partition, from the table (after recovery)."""
+        """Re-derive lease and deadline alarms from the table (after recovery)."""
         self.alarms.clear()
         for key, raw in list(self._table.items()):
-            job = decode_job(raw)
-            self._track(key, job)
-            # A worker set means the job's latest attempt started (when: its last update).
-            if job.worker is not None and job.dispatched_at is not None and job.pool and job.lane:
-                self.progress.started(self._topology.work(job.pool, job.lane), key, job.dispatched_at,
-                                      now=job.updated_at or job.dispatched_at)
+            self._track(key, decode_job(raw))
 
     async def check(self) -> int:
         """Raise a check for every job whose lease or deadline has passed; return how many.
@@ -256,7 +237,7 @@ class JobProcessor:
         due = [(k, tenant) for k, (when, tenant) in self.alarms.items()
                if when <= now and self._checked.get(k, 0.0) <= now - CHECK_REPEAT_S]
         stamp = datetime.fromtimestamp(now, UTC)
-        if any(k in self._items for k, _ in due):
+        if due:
             await self.commits.refresh(now)
         due = [(k, tenant) for k, tenant in due if not self._behind_backlog(k, stamp)]
         for key, tenant in due:
@@ -279,19 +260,22 @@ class JobProcessor:
         if (now - job.dispatched_at).total_seconds() >= retry.dispatch_backlog_max_s:
             return False
         topic = self._topology.work(job.pool, job.lane or "batch")
-        item = self._items.get(key)
-        passed = None
-        if item is not None and item.dispatched_at == job.dispatched_at:
-            passed = self.commits.passed(topic, item.partition, item.offset)
-        if passed is None:  # the item's offset or the workers' offsets are not known
-            passed = not self.progress.queued_behind(topic, key, job.dispatched_at, now=now,
-                                                     window_s=retry.dispatch_timeout_s)
-        if passed:
-            return False
+        if job.work_offset is None or job.work_partition is None:
+            return False  # a state written before offsets were kept: the deadline runs as it is
+        if self.commits.passed(topic, job.work_partition, job.work_offset) is not False:
+            return False  # past it without a start (or nothing read yet): dispatch again
         if key not in self._checked:
-            log.info("dispatch deadline of %s held: its work partition has not reached it", key.decode())
+            log.info("dispatch deadline of %s held: the workers have not reached its item", key.decode())
         self._checked[key] = now.timestamp()
         return True
+
+
+def _note_item(work: _Batch, key: bytes, metadata: object) -> None:
+    """Keep where the broker put the job's work item in the state about to be written."""
+    partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", None)
+    job = work.states.get(key)
+    if job is not None and isinstance(partition, int) and isinstance(offset, int):
+        work.states[key] = replace(job, work_partition=partition, work_offset=offset)
 
 
 def _without_result_text(job: Job) -> Job:
@@ -304,15 +288,22 @@ def _without_result_text(job: Job) -> Job:
 
 
 def _worker_offsets_reader(settings: Settings) -> Callable[[], list[Offsets]]:
-    """Reads the committed offsets of every workers' consumer group (blocking admin calls;
-    the admin client is made on first use, so a processor that never needs it has none)."""
+    """Reads the committed offsets of every workers' consumer group (blocking admin calls).
+
+    The admin client is made on first use and made again after a failed read: a client that
+    lived through a broker restart was seen timing out on every request afterwards.
+    """
     admins: list[AdminClient] = []
     prefix = Topology(settings).worker_group_prefix
 
     def read() -> list[Offsets]:
         if not admins:
             admins.append(make_admin(settings))
-        groups = groups_named(admins[0], prefix)
-        return [committed_offsets(admins[0], group) for group in groups]
+        try:
+            groups = groups_named(admins[0], prefix)
+            return [committed_offsets(admins[0], group) for group in groups]
+        except KafkaError:
+            admins.clear()
+            raise
 
     return read

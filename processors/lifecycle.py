@@ -76,6 +76,8 @@ class Job:
     batch_id: str | None = None
     lease_deadline: datetime | None = None
     dispatched_at: datetime | None = None
+    work_partition: int | None = None  # where the latest work item is (set once acknowledged)
+    work_offset: int | None = None
     next_retry_at: datetime | None = None
     cancel_requested: bool = False
     last_error: str | None = None
@@ -175,7 +177,7 @@ def _queued(job: Job, e: JobQueued) -> Changes:
         status="queued", phase="dispatched", attempt=e.attempt, free_attempts=free,
         pool=e.pool, lane=e.lane, model=e.model, worker=None, batch_id=None,
         lease_deadline=None, next_retry_at=None, dispatched_at=e.envelope.occurred_at,
-        sequence=e.envelope.sequence,
+        work_partition=None, work_offset=None, sequence=e.envelope.sequence,
         updated_at=e.envelope.occurred_at,
     )
 

@@ -137,7 +137,7 @@ def test_work_items_queued_behind_a_backlog_are_not_dispatched_again(short_dispa
         assert [d.attempt for d in done] == [1] * len(specs)
         assert [stack.observer.names(s.job_id).count("JobQueued") for s in specs] == [1] * len(specs)
         logs = "".join(log.read_text() for log in stack.processors.logs.glob("*.log"))
-        assert "held: its work partition has not reached it" in logs
+        assert "held: the workers have not reached its item" in logs
     finally:
         stop.set()
         next(worker, None)
