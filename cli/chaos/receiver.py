@@ -35,6 +35,7 @@ class Receiver:
         self.verified: Counter[str] = Counter()
         self.unverified = 0
         self.refused = 0
+        self.aborted = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="chaos-receiver", daemon=True)
 
@@ -61,11 +62,17 @@ class Receiver:
             return set(self.verified)
 
     def counts(self) -> dict[str, int]:
-        """Verified, redelivered (verified more than once), unverified and refused deliveries."""
+        """Verified, redelivered (verified more than once), unverified, refused and aborted
+        deliveries (the sender's connection closed before the whole body arrived)."""
         with self._lock:
             again = sum(n - 1 for n in self.verified.values())
             return {"verified": len(self.verified), "redelivered": again,
-                    "unverified": self.unverified, "refused_503": self.refused}
+                    "unverified": self.unverified, "refused_503": self.refused, "aborted": self.aborted}
+
+    def note_aborted(self) -> None:
+        """A delivery whose sender went away mid-body (a worker SIGKILLed while sending)."""
+        with self._lock:
+            self.aborted += 1
 
     def answer(self, headers: dict[str, str], body: bytes) -> int:
         """The status for one POST (the handler's logic, apart from HTTP)."""
@@ -106,6 +113,10 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
+            if len(body) < length:  # no delivery: nobody is left to answer, and it is sent again
+                receiver.note_aborted()
+                self.close_connection = True
+                return
             headers = {k.lower(): v for k, v in self.headers.items()}
             status = receiver.answer(headers, body)
             self.send_response(status)

@@ -204,6 +204,7 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
         "callbacks_unverified": callbacks["unverified"],
         "callbacks_redelivered": callbacks["redelivered"],
         "callbacks_refused_503": callbacks["refused_503"],
+        "callbacks_aborted": callbacks["aborted"],
         "replay_equals_live": replay_ok,
         "replay": replay_tail,
         "faults": [f.to_json() for f in injector.done],

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.chaos.receiver import Receiver, refuses_first_attempt
 from cli.chaos.workload import plan_jobs
+from testkit.support import poll_until
 from workers.callbacks import ATTEMPT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 TENANTS = ["a", "b", "c"]
@@ -50,5 +53,21 @@ def test_receiver_counts_only_verified_deliveries_and_refuses_some_first_attempt
     assert _post(receiver, accepted) == 200
     assert _post(receiver, "forged", secret=b"wrong") == 401
     assert receiver.delivered() == {refused, accepted}
-    assert receiver.counts() == {"verified": 2, "redelivered": 0, "unverified": 1, "refused_503": 1}
+    assert receiver.counts() == {"verified": 2, "redelivered": 0, "unverified": 1, "refused_503": 1,
+                                 "aborted": 0}
     receiver.close()
+
+
+def test_a_delivery_cut_off_mid_body_is_aborted_not_unverified() -> None:
+    receiver = Receiver(lambda tenant: f"s-{tenant}".encode())
+    receiver.start()
+    try:
+        # Given a sender that dies after half of its body (a worker SIGKILLed while sending)
+        url = urlsplit(receiver.url)
+        with socket.create_connection((url.hostname or "", url.port or 0)) as conn:
+            conn.sendall(b"POST /callbacks/x HTTP/1.1\r\nHost: r\r\nContent-Length: 100\r\n\r\n{\"jobId\": ")
+        # Then the receiver counts an aborted delivery, not a forged one
+        poll_until(lambda: receiver.counts()["aborted"] == 1, what="the aborted delivery counted")
+        assert receiver.counts()["unverified"] == 0
+    finally:
+        receiver.close()
