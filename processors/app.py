@@ -18,7 +18,7 @@ from typing import Any
 import faust
 import mode
 
-from brigade.kafka.streams import attach, raw_producer, rewind_uncommitted_partitions
+from brigade.kafka.streams import attach, raw_producer, restart_streams_after_rebalance
 from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
 from processors.delay import DelayTiers
@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
     if delay_tiers:
         _install_delay(app, DelayTiers(settings=settings, metrics=metrics,
                                        on_failure=lambda _exc: exit_uncommitted()))
-    rewind_uncommitted_partitions(app)
+    restart_streams_after_rebalance(app)
     attach(app, "processor", processor)
     attach(app, "metrics", metrics)
     return app

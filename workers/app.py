@@ -35,7 +35,7 @@ from confluent_kafka.admin import OffsetSpec
 
 from brigade.errors import ConfigError
 from brigade.kafka.clients import make_admin
-from brigade.kafka.streams import attach, rewind_uncommitted_partitions
+from brigade.kafka.streams import attach, restart_streams_after_rebalance
 from brigade.kafka.topology import Topology
 from brigade.settings import LANES, Settings
 from schemas.codec import Codec
@@ -134,7 +134,7 @@ def create_app(
 
     _connect_rebalance(app, settings, runtime, topology.job_events)
 
-    rewind_uncommitted_partitions(app)
+    restart_streams_after_rebalance(app)
     attach(app, "runtime", runtime)  # for the CLI's metrics endpoint
     return app
 

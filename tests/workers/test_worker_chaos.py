@@ -36,11 +36,6 @@ def unfinished(processor: StandInProcessor, specs: list[JobSpec]) -> dict[str, l
 
 @pytest.mark.chaos
 @pytest.mark.slow
-# Known open fault (issue 11): about one run in eight, the replacement worker finishes its
-# catch-up, makes a few model calls and then leaves the rest of its partitions idle. It still
-# runs on every `make test` and reports XFAIL or XPASS; it must not gate unrelated changes
-# until the stall is found. Run it alone in a loop to reproduce.
-@pytest.mark.xfail(strict=False, reason="replacement worker stalls after reassignment (issue 11, open)")
 def test_sigkill_mid_batch_every_job_finishes_once(
     settings: Settings, slow_emulator: str, tmp_path: Path
 ) -> None:
