@@ -217,9 +217,11 @@ class _InsertLoad:
         at = datetime(2026, 2, 1, tzinfo=UTC)
         while not self._stop.wait(0.1):
             sequence += 1
-            keys = rng.sample(self._keys, self._batch // 2)
-            keys += [(f"tenant-{(fresh + i) % 20}", f"load-{fresh + i}") for i in range(self._batch // 2)]
-            fresh += self._batch // 2
+            # Mostly newer states of known jobs, a tenth new jobs: the table grows slowly.
+            new_jobs = self._batch // 10
+            keys = rng.sample(self._keys, self._batch - new_jobs)
+            keys += [(f"tenant-{(fresh + i) % 20}", f"load-{fresh + i}") for i in range(new_jobs)]
+            fresh += new_jobs
             row = ("running", sequence, 1, at, at, "default", "batch", "m", "batch", "JobStarted",
                    None, "", None, None, False, False, at, at, None)
             columns = dict(zip(JOB_COLUMNS, zip(*[(job, tenant, *row) for tenant, job in keys], strict=True),
