@@ -152,10 +152,22 @@ def bench_lookups(ch: ClickHouse, count: int, samples: int = 2000) -> list[dict[
         loaded = _compare_lookups(ch, keys, samples, "under 100 ms inserts")
     finally:
         load.stop()
-    return rows + [{**row, "what": f"{row['what']} ({load.parts_text()} in jobs)"} for row in loaded]
+    rows += [{**row, "what": f"{row['what']} ({load.parts_text()} in jobs)"} for row in loaded]
+    # Merges behind (a burst, a catch-up): 40 small parts the merges have not reached yet.
+    ch.execute("SYSTEM STOP MERGES jobs")
+    try:
+        behind = _InsertLoad(ch, keys, batch=50)
+        for _ in range(40):
+            behind.insert_once()
+        rows += _compare_lookups(ch, keys, samples // 4, f"merges stopped, {behind.active_parts()} parts")
+    finally:
+        ch.execute("SYSTEM START MERGES jobs")
+    return rows
 
 
-def _compare_lookups(ch: ClickHouse, keys: list[tuple[str, str]], samples: int, when: str) -> list[dict[str, Any]]:
+def _compare_lookups(
+    ch: ClickHouse, keys: list[tuple[str, str]], samples: int, when: str
+) -> list[dict[str, Any]]:
     model = ClickHouseReadModel(ch)
     rng = random.Random(1)
     timings: dict[str, list[float]] = {"before": [], "after": []}
@@ -177,7 +189,8 @@ def _compare_lookups(ch: ClickHouse, keys: list[tuple[str, str]], samples: int, 
     for which, label in (("before", "FINAL (before)"), ("after", "ClickHouseReadModel.job")):
         result.append({
             "what": f"status lookup, {label}, {rows:,} rows, {when}", "events": samples,
-            "p50_ms": round(percentile(timings[which], 0.5), 2), "p99_ms": round(percentile(timings[which], 0.99), 2),
+            "p50_ms": round(percentile(timings[which], 0.5), 2),
+            "p99_ms": round(percentile(timings[which], 0.99), 2),
             "cpu_ms_per_lookup": round(cpu[which] * 1000 / samples, 2),
         })
     before, after = (percentile(timings[w], 0.99) for w in ("before", "after"))
@@ -192,6 +205,7 @@ class _InsertLoad:
         self._ch, self._keys, self._batch = ch, keys, batch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._rng, self._sequence, self._fresh = random.Random(7), 10, 0
         self.parts: list[int] = []
 
     def start(self) -> None:
@@ -211,27 +225,34 @@ class _InsertLoad:
         ordered = sorted(self.parts) or [0]
         return f"{ordered[len(ordered) // 2]}-{ordered[-1]} parts"
 
-    def _run(self) -> None:
-        rng = random.Random(7)
-        sequence, fresh, rounds = 10, 0, 0
+    def active_parts(self) -> int:
+        """Active parts of ``jobs`` now."""
+        return int(self._ch.query(
+            "SELECT count() FROM system.parts "
+            "WHERE database = currentDatabase() AND table = 'jobs' AND active"
+        )[0][0])
+
+    def insert_once(self) -> None:
+        """One batch: mostly newer states of known jobs, a tenth new jobs (the table grows slowly)."""
+        self._sequence += 1
+        new_jobs = self._batch // 10
+        keys = self._rng.sample(self._keys, self._batch - new_jobs)
+        keys += [(f"tenant-{(self._fresh + i) % 20}", f"load-{self._fresh + i}") for i in range(new_jobs)]
+        self._fresh += new_jobs
         at = datetime(2026, 2, 1, tzinfo=UTC)
+        row = ("running", self._sequence, 1, at, at, "default", "batch", "m", "batch", "JobStarted",
+               None, "", None, None, False, False, at, at, None)
+        columns = dict(zip(JOB_COLUMNS, zip(*[(job, tenant, *row) for tenant, job in keys], strict=True),
+                           strict=True))
+        self._ch.insert_columns("jobs", columns)
+
+    def _run(self) -> None:
+        rounds = 0
         while not self._stop.wait(0.1):
-            sequence += 1
-            # Mostly newer states of known jobs, a tenth new jobs: the table grows slowly.
-            new_jobs = self._batch // 10
-            keys = rng.sample(self._keys, self._batch - new_jobs)
-            keys += [(f"tenant-{(fresh + i) % 20}", f"load-{fresh + i}") for i in range(new_jobs)]
-            fresh += new_jobs
-            row = ("running", sequence, 1, at, at, "default", "batch", "m", "batch", "JobStarted",
-                   None, "", None, None, False, False, at, at, None)
-            columns = dict(zip(JOB_COLUMNS, zip(*[(job, tenant, *row) for tenant, job in keys], strict=True),
-                               strict=True))
-            self._ch.insert_columns("jobs", columns)
+            self.insert_once()
             rounds += 1
             if rounds % 10 == 0:
-                self.parts.append(self._ch.query(
-                    "SELECT count() FROM system.parts WHERE database = currentDatabase() "
-                    "AND table = 'jobs' AND active")[0][0])
+                self.parts.append(self.active_parts())
 
 
 def bench_visibility(settings: Settings, ch: ClickHouse, probes: int = 100) -> dict[str, Any]:
