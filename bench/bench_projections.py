@@ -184,11 +184,11 @@ def _compare_lookups(
             timings[which].append((time.perf_counter() - started) * 1000)
             cpu[which] += time.process_time() - cpu_at
             assert found, (which, tenant, job_id)
-    rows = ch.query("SELECT count() FROM jobs")[0][0]
+    rows = ch.query("SELECT count() FROM jobs FINAL")[0][0]
     result = []
     for which, label in (("before", "FINAL (before)"), ("after", "ClickHouseReadModel.job")):
         result.append({
-            "what": f"status lookup, {label}, {rows:,} rows, {when}", "events": samples,
+            "what": f"status lookup, {label}, {rows:,} jobs, {when}", "events": samples,
             "p50_ms": round(percentile(timings[which], 0.5), 2),
             "p99_ms": round(percentile(timings[which], 0.99), 2),
             "cpu_ms_per_lookup": round(cpu[which] * 1000 / samples, 2),
@@ -286,10 +286,11 @@ def main() -> None:
     parser.add_argument("jobs", type=int, nargs="?", default=20_000)
     parser.add_argument("lookup_jobs", type=int, nargs="?", default=100_000)
     parser.add_argument("--only", choices=["replay", "lookups"], help="run one part only")
+    parser.add_argument("--lookup-samples", type=int, default=2000, help="look-ups per phase and query")
     args = parser.parse_args()
     jobs, lookup_jobs, only_replay = args.jobs, args.lookup_jobs, args.only == "replay"
     if args.only == "lookups":
-        _emit_lookups(lookup_jobs)
+        _emit_lookups(lookup_jobs, args.lookup_samples)
         return
     with bench_broker() as bootstrap, tempfile.TemporaryDirectory() as folder:
         settings = _settings(bootstrap, Path(folder))
@@ -309,11 +310,11 @@ def main() -> None:
     emit(name, "Projections", table, extra=extra)
 
 
-def _emit_lookups(lookup_jobs: int) -> None:
+def _emit_lookups(lookup_jobs: int, samples: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         lookups = connect(f"chdb://{Path(folder) / 'clickhouse'}", database="lookups")
         apply_migrations(lookups)
-        rows = bench_lookups(lookups, lookup_jobs)
+        rows = bench_lookups(lookups, lookup_jobs, samples)
         lookups.close()
     columns = ("what", "events", "p50_ms", "p99_ms", "cpu_ms_per_lookup", "p99_after_over_before")
     table = [{c: row.get(c, "") for c in columns} for row in rows]
