@@ -44,6 +44,27 @@ def test_status_lookup_is_tenant_scoped(model: ClickHouseReadModel) -> None:
     assert cancelled is not None and cancelled.status == "cancelled" and cancelled.cancel_requested
 
 
+def test_a_lookup_sees_the_highest_sequence_before_merges(
+    clickhouse: ClickHouse, model: ClickHouseReadModel
+) -> None:
+    # Given a job's latest state (sequence 4, succeeded), merges stopped so that every
+    # version inserted below stays in a part of its own
+    clickhouse.execute("SYSTEM STOP MERGES jobs")
+    (stored,) = clickhouse.query_dicts("SELECT * FROM jobs WHERE job_id = 'job-0-0000000'")
+    # When an older state (sequence 2, running) arrives later, as a redelivery would bring it
+    older = {**stored, "sequence": 2, "status": "running"}
+    clickhouse.insert_rows("jobs", [tuple(older.values())], list(stored))
+    # Then the lookup still answers with the newest state, though both versions are stored
+    job = model.job("acme", "job-0-0000000")
+    assert job is not None and (job.sequence, job.status) == (4, "succeeded")
+    assert clickhouse.query("SELECT count() FROM jobs WHERE job_id = 'job-0-0000000'")[0][0] == 2
+    # And a state with the same sequence inserted later wins the tie, as FINAL (and a merge) has it
+    clickhouse.insert_rows("jobs", [tuple({**stored, "status": "failed"}.values())], list(stored))
+    job = model.job("acme", "job-0-0000000")
+    assert job is not None and (job.sequence, job.status) == (4, "failed")
+    assert clickhouse.query("SELECT status FROM jobs FINAL WHERE job_id = 'job-0-0000000'") == [("failed",)]
+
+
 def test_events_in_order_with_detail(model: ClickHouseReadModel) -> None:
     events = model.events("acme", "job-0-0000002")
     assert [e.event_type for e in events] == [
