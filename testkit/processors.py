@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, Producer
 
 from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
@@ -159,13 +159,8 @@ class Client:
 def scripted_worker(settings: Settings, respond: Callable[[WorkItem], list[WorkOutcome]],
                     stop: threading.Event) -> Iterator[None]:
     """Yield once started; answer each work item with ``respond``'s outcomes until ``stop``."""
-    topology = Topology(settings)
-    codec = Codec()
-    # Named and committing like the workers: the processors read a workers' group's commits
-    # to tell a lost item (committed past, never started) from one still queued.
-    consumer = make_consumer(settings, topology.worker_group(settings.pools))
-    consumer.subscribe([topology.work(p, lane) for p in settings.pools for lane in LANES])
-    producer = make_producer(settings)
+    topology, codec = Topology(settings), Codec()
+    consumer, producer = work_clients(settings)
 
     def run() -> None:
         while not stop.is_set():
@@ -181,6 +176,23 @@ def scripted_worker(settings: Settings, respond: Callable[[WorkItem], list[WorkO
         producer.flush(10)
         consumer.close()
 
+    yield from running(run, stop)
+
+
+def work_clients(settings: Settings) -> tuple[Consumer, Producer]:
+    """A consumer of every work topic and a producer, as a stand-in worker uses them.
+
+    Named and committing like the workers: the processors read a workers' group's commits
+    to tell a lost item (committed past, never started) from one still queued.
+    """
+    topology = Topology(settings)
+    consumer = make_consumer(settings, topology.worker_group(settings.pools))
+    consumer.subscribe([topology.work(p, lane) for p in settings.pools for lane in LANES])
+    return consumer, make_producer(settings)
+
+
+def running(run: Callable[[], None], stop: threading.Event) -> Iterator[None]:
+    """Run ``run`` on a thread; yield once started; on close set ``stop`` and join it."""
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from brigade.kafka.clients import make_consumer, make_producer
 from brigade.kafka.topology import Topology
-from brigade.settings import LANES, Settings, TopicSettings
+from brigade.settings import Settings, TopicSettings
 from schemas.codec import Codec
 from schemas.records import JobQueued, WorkItem, WorkOutcome
 from testkit.jobs import spec
-from testkit.processors import scripted_worker, succeed
+from testkit.processors import running, scripted_worker, succeed, work_clients
 from testkit.support import poll_until
 from tests.processors.conftest import Stack, processor_settings
 
@@ -43,9 +42,7 @@ def overtaking_worker(settings: Settings, held_job: str, release: threading.Even
     for a lane) and runs the items after it at once, until ``release``; it commits only the
     prefix of items it is done with, as Brigade's workers do."""
     topology, codec = Topology(settings), Codec()
-    consumer = make_consumer(settings, topology.worker_group(settings.pools))
-    consumer.subscribe([topology.work(p, lane) for p in settings.pools for lane in LANES])
-    producer = make_producer(settings)
+    consumer, producer = work_clients(settings)
 
     def answer(item: WorkItem) -> None:
         for outcome in succeed(item):
@@ -74,13 +71,7 @@ def overtaking_worker(settings: Settings, held_job: str, release: threading.Even
         producer.flush(10)
         consumer.close()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield None
-    finally:
-        stop.set()
-        thread.join(15)
+    yield from running(run, stop)
 
 
 def test_a_lost_work_item_is_dispatched_again_and_the_job_finishes(short_dispatch: Stack) -> None:
