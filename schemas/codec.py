@@ -224,6 +224,18 @@ class Codec:
             )
         return record
 
+    def record_type(self, data: bytes) -> type | None:
+        """The record class ``data``'s header names, without reading its body.
+
+        ``None`` for a header this codec has not decoded yet (or that names nothing):
+        a caller that skips records by type decodes those, which also teaches the codec.
+        """
+        if data[:2] != MAGIC:
+            return None
+        header = data[2:_HEADER_SIZE]
+        reader = self._readers.get(header) or self._legacy_readers.get(header)
+        return None if reader is None else reader.shape.cls
+
     def full_name(self, record_type: type) -> str:
         """The Avro full name of a record class."""
         return self._name_of[record_type]

@@ -4,6 +4,12 @@ The worker app follows the event log into a Faust table keyed by job id (``JobVi
 JSON dict). Two decisions read it: whether a work item should be skipped (the job is
 finished, cancelled, or the item is a stale attempt), and whether this worker must send
 the job's callback. Both are pure functions of the view, tested without Kafka.
+
+The view keeps only what those two decisions read, so that most events change nothing and
+cost no table write (each write is a changelog record a restarted worker reads back before
+it works): a job without a callback has no row until it is cancelled, queued for a second
+attempt or finished; ``running`` is not tracked (no decision tells it from ``queued``), and
+``JobStarted`` records are not even decoded (``IGNORED_TYPES``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from typing import Any
 
 from brigade.status import TERMINAL
 from schemas.records import (
+    CircuitClosed,
+    CircuitHalfOpened,
+    CircuitOpened,
     JobCallbackAttempted,
     JobCancelled,
     JobCancelRequested,
@@ -21,11 +30,18 @@ from schemas.records import (
     JobFailed,
     JobLeaseExpired,
     JobQueued,
+    JobRejected,
     JobRetryScheduled,
     JobStarted,
     JobSubmitted,
     JobSucceeded,
     WorkItem,
+)
+
+# Records of brigade.job-events no decision of a worker reads, skipped before decoding.
+# JobStarted never raises the attempt: it repeats the attempt of the JobQueued before it.
+IGNORED_TYPES: frozenset[type] = frozenset(
+    {JobStarted, JobRejected, CircuitOpened, CircuitHalfOpened, CircuitClosed}
 )
 
 
@@ -51,6 +67,15 @@ class JobView:
         """Whether the job will not run again."""
         return self.status in TERMINAL
 
+    @property
+    def decides_anything(self) -> bool:
+        """Whether a decision reads differently than for a job never heard of.
+
+        An unknown job runs (any attempt below 2 is current) and sends no callback.
+        """
+        return (self.terminal or self.cancel_requested or self.callback_url is not None
+                or self.attempt > 1 or self.callback_done)
+
     def to_json(self) -> dict[str, Any]:
         """The table value."""
         return asdict(self)
@@ -63,7 +88,7 @@ class JobView:
 
 
 def fold(view: JobView | None, event: object) -> JobView | None:
-    """Apply one job-events record; ``None`` when the record says nothing about a job."""
+    """Apply one job-events record; ``None`` while nothing known about the job decides anything."""
     job_id = _job_id(event)
     if job_id is None:
         return view
@@ -75,6 +100,8 @@ def fold(view: JobView | None, event: object) -> JobView | None:
     after = _apply(base, event)
     if after.terminal and not base.terminal:
         after = replace(after, terminal_event=str(event.envelope.event_id))  # type: ignore[attr-defined]
+    if view is None and not after.decides_anything:
+        return None
     return after
 
 
@@ -83,14 +110,12 @@ def _job_id(event: object) -> str | None:
     return None if envelope is None else str(envelope.job_id)
 
 
-def _apply(view: JobView, event: object) -> JobView:  # noqa: C901 - a flat dispatch table
+def _apply(view: JobView, event: object) -> JobView:
     match event:
         case JobSubmitted(spec=spec):
             return replace(view, tenant_id=spec.tenant_id, callback_url=spec.callback_url)
         case JobQueued(pool=pool, attempt=attempt):
             return replace(view, status="queued", pool=pool, attempt=max(view.attempt, attempt))
-        case JobStarted(attempt=attempt):
-            return replace(view, status="running", attempt=max(view.attempt, attempt))
         case JobRetryScheduled(attempt=attempt) | JobLeaseExpired(attempt=attempt):
             return replace(view, status="queued", attempt=max(view.attempt, attempt))
         case JobSucceeded(attempt=attempt):

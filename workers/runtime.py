@@ -39,7 +39,7 @@ from workers.breaker import CircuitRecord
 from workers.callbacks import CallbackAttempt, CallbackSender, backoff
 from workers.catchup import CatchUp
 from workers.executor import PoolExecutor
-from workers.jobstate import JobView, fold, should_send_callback
+from workers.jobstate import IGNORED_TYPES, JobView, fold, should_send_callback
 from workers.lanes import LaneRunner, Slots
 from workers.metrics import WorkerMetrics
 from workers.models import make_client
@@ -214,6 +214,9 @@ class WorkerRuntime:
         self.catchup.folded(event.message.partition, event.message.offset)
 
     async def _fold_event(self, event: Any) -> None:
+        if self.codec.record_type(event.value) in IGNORED_TYPES:
+            await self.acks.finish(event)
+            return
         try:
             record = self.codec.decode(event.value)
         except DecodeError:

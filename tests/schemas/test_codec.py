@@ -73,6 +73,26 @@ def test_legacy_big_endian_headers_still_decode_and_are_counted() -> None:
     assert readers[1].encode(record) == spec_order != legacy
 
 
+def test_the_record_type_is_read_from_the_header_once_the_codec_has_seen_it() -> None:
+    # Given a fresh codec (no reader cached yet) and a message in either byte order
+    metrics = CollectorRegistry()
+    reader = Codec(metrics=metrics)
+    encoded = codec.encode(_sample_succeeded("peek"))
+    legacy = encoded[:2] + encoded[2:10][::-1] + encoded[10:]
+    # Then a header it has not decoded yet names nothing, and garbage never names a type
+    assert reader.record_type(encoded) is None
+    assert reader.record_type(b"not avro") is None
+    # When it decoded them once, the header alone names the type, even with a bad body
+    reader.decode(encoded)
+    reader.decode(legacy)
+    assert reader.record_type(encoded) is JobSucceeded
+    assert reader.record_type(legacy[:10] + b"\xff") is JobSucceeded
+    # and peeking counts no legacy decode
+    labels = {"schema": "brigade.events.JobSucceeded"}
+    count = metrics.get_sample_value(f"{LEGACY_FINGERPRINT_METRIC}_total", labels)
+    assert count == 1
+
+
 def test_an_unknown_fingerprint_in_either_order_is_a_decode_error() -> None:
     encoded = codec.encode(_sample_succeeded("x"))
     unknown = encoded[:2] + bytes(8) + encoded[10:]

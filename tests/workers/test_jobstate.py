@@ -17,7 +17,7 @@ from schemas.records import (
     JobSucceeded,
     WorkItem,
 )
-from workers.jobstate import JobView, fold, should_send_callback, skip_reason
+from workers.jobstate import IGNORED_TYPES, JobView, fold, should_send_callback, skip_reason
 
 NOW = datetime.now(UTC)
 
@@ -45,7 +45,7 @@ def test_lifecycle_fold() -> None:
     view = run(JobSubmitted(envelope=env(), spec=SPEC),
                JobQueued(envelope=env(2), pool="p", lane="batch", model="m", attempt=1),
                JobStarted(envelope=env(3), attempt=1, worker="w", lease_deadline=NOW, batch_id="b"))
-    assert view == JobView(job_id="j1", tenant_id="t1", status="running", attempt=1, pool="p",
+    assert view == JobView(job_id="j1", tenant_id="t1", status="queued", attempt=1, pool="p",
                            callback_url="http://cb")
     assert skip_reason(view, item(1)) is None
     assert skip_reason(view, item(0)) is not None
@@ -80,3 +80,27 @@ def test_cancel_request_skips_and_unknown_jobs_run() -> None:
     assert skip_reason(view, item(1)) == "cancel requested"
     assert skip_reason(None, item(1)) is None
     assert fold(None, object()) is None
+
+
+NO_CALLBACK = JobSpec(job_id="j1", tenant_id="t1", payload_sha256="x", created_at=NOW)
+
+
+def test_a_job_without_a_callback_has_no_view_until_something_decides() -> None:
+    started = JobStarted(envelope=env(3), attempt=1, worker="w", lease_deadline=NOW, batch_id="b")
+    assert run(JobSubmitted(envelope=env(), spec=NO_CALLBACK),
+               JobQueued(envelope=env(2), pool="p", lane="batch", model="m", attempt=1), started) is None
+    done = run(JobSubmitted(envelope=env(), spec=NO_CALLBACK),
+               JobSucceeded(envelope=env(4), attempt=1, model="m", latency_ms=1.0))
+    assert done is not None and skip_reason(done, item(1)) == "job already succeeded"
+    assert not should_send_callback(done, "e4", my_pools=["p"], default_pool="p")
+    second = run(JobQueued(envelope=env(5), pool="p", lane="batch", model="m", attempt=2))
+    assert second is not None and skip_reason(second, item(1)) is not None
+    assert skip_reason(second, item(2)) is None
+
+
+def test_a_start_changes_no_view() -> None:
+    queued = run(JobSubmitted(envelope=env(), spec=SPEC),
+                 JobQueued(envelope=env(2), pool="p", lane="batch", model="m", attempt=1))
+    started = JobStarted(envelope=env(3), attempt=1, worker="w", lease_deadline=NOW, batch_id="b")
+    assert fold(queued, started) == queued
+    assert JobStarted in IGNORED_TYPES
