@@ -36,6 +36,8 @@ from schemas import records as r
 from schemas.codec import Codec
 
 log = logging.getLogger(__name__)
+# The records that may end a job (JobFailed only when terminal); any other is skipped unread.
+MAYBE_TERMINAL: frozenset[type] = frozenset({r.JobSucceeded, r.JobFailed, r.JobDeadLettered, r.JobCancelled})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,10 +213,17 @@ class EventTail:
                 self._loop.call_soon_threadsafe(self._deliver, finished)
 
     def _terminal(self, message: Any) -> Terminal | None:
-        if message.error() is not None or message.value() is None:
+        value = message.value()
+        if message.error() is not None or value is None:
+            return None
+        # Three of a plain job's four events cannot end it: known from the header alone,
+        # they are not decoded (JobSubmitted carries the whole input). A header the codec
+        # has not seen yet names no type, and that record is decoded.
+        kind = self._codec.record_type(value)
+        if kind is not None and kind not in MAYBE_TERMINAL:
             return None
         try:
-            return terminal_of(self._codec.decode(message.value()))
+            return terminal_of(self._codec.decode(value))
         except Exception:  # noqa: BLE001 - an undecodable event is the projector's to dead-letter
             return None
 
