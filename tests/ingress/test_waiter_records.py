@@ -23,7 +23,9 @@ def _samples(name: str, count: int) -> list[Any]:
         buffer = io.BytesIO()
         schemaless_writer(buffer, schema, data)
         buffer.seek(0)
-        records.append(_shape(RECORD_TYPES[name]).from_avro(schemaless_reader(buffer, schema, None)))
+        body = schemaless_reader(buffer, schema, None)
+        assert isinstance(body, dict)
+        records.append(_shape(RECORD_TYPES[name]).from_avro(body))
     return records
 
 
