@@ -32,6 +32,10 @@ def groups_named(admin: AdminClient, prefix: str, *, timeout_s: float = 5.0) -> 
         listing = admin.list_consumer_groups(request_timeout=timeout_s).result()
     except Exception as exc:  # the admin API raises KafkaException and plain exceptions
         raise KafkaError(f"listing consumer groups failed: {exc}") from exc
+    if listing.errors:
+        # The client reports an unreachable broker here, with an empty or partial listing,
+        # rather than raising: a caller must not take it for "no such group".
+        raise KafkaError(f"listing consumer groups failed: {listing.errors[0]}")
     return sorted(g.group_id for g in listing.valid if g.group_id.startswith(prefix))
 
 
