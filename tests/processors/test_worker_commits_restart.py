@@ -14,7 +14,7 @@ from brigade.kafka import topology
 from brigade.kafka.clients import consumer_config, make_admin
 from brigade.kafka.lag import Offsets
 from brigade.kafka.local import LocalKafka
-from brigade.settings import Settings
+from brigade.settings import KafkaSettings, Settings
 from processors.jobs import _worker_offsets_reader
 from tests.conftest import free_port
 
@@ -53,7 +53,7 @@ def read_until(read: Callable[[], list[Offsets]], wanted: Offsets, *, deadline_s
 @pytest.mark.slow
 def test_reads_of_the_workers_commits_recover_after_a_broker_restart(tmp_path: Path) -> None:
     broker = LocalKafka(data_dir=tmp_path / "kafka", port=free_port(), controller_port=free_port())
-    settings = Settings(kafka={"bootstrap": broker.bootstrap, "topic_prefix": "commits"})
+    settings = Settings(kafka=KafkaSettings(bootstrap=broker.bootstrap, topic_prefix="commits"))
     plan = topology.Topology(settings)
     work, group = plan.work("default", "batch"), plan.worker_group(["default"])
     broker.start()
