@@ -18,7 +18,7 @@ from typing import Any
 import faust
 import mode
 
-from brigade.kafka.streams import attach, raw_producer, restart_streams_after_rebalance
+from brigade.kafka.streams import attach, faust_worker, raw_producer, restart_streams_after_rebalance
 from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
 from processors.delay import DelayTiers
@@ -171,9 +171,4 @@ def _install_delay(app: faust.App, delay: DelayTiers) -> None:
 
 def run_worker(app: faust.App, *, loglevel: str = "info") -> None:
     """Run a Faust worker for ``app`` until SIGINT/SIGTERM (blocks)."""
-    worker = faust.Worker(app, loglevel=loglevel)
-    # At WARN and above Faust keeps a terminal spinner that sets the root logger to DEBUG
-    # so it can spin on every record: every aiokafka/Faust debug call then built a
-    # LogRecord (2.7 s of 15 s CPU under cProfile in the benchmark). Nothing here needs it.
-    worker.spinner = None
-    worker.execute_from_commandline()
+    faust_worker(app, loglevel=loglevel).execute_from_commandline()

@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
         loglevel: Annotated[str, typer.Option(help="Faust worker log level.")] = "warning",
     ) -> None:
         """Run workers for the given pools until interrupted (Ctrl-C / SIGTERM drain them)."""
-        import faust
         from prometheus_client import start_http_server
 
+        from brigade.kafka.streams import faust_worker
         from workers.app import create_app
         from workers.metrics import WorkerMetrics
 
@@ -33,5 +33,4 @@ def register(app: typer.Typer) -> None:
         faust_app = create_app(settings, pool, store=store, metrics=metrics)
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
-        worker = faust.Worker(faust_app, loglevel=loglevel)
-        worker.execute_from_commandline()
+        faust_worker(faust_app, loglevel=loglevel).execute_from_commandline()
