@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from brigade.errors import ModelError, Permanent, RateLimited, Transient
-from brigade.ids import canonical_json, event_id
+from brigade.ids import event_id
 from brigade.settings import PoolSettings
 from brigade.status import ErrorClass
 from schemas.records import OutcomeKind, WorkItem, WorkOutcome
@@ -30,7 +30,7 @@ from workers.jobstate import JobView, skip_reason
 from workers.metrics import WorkerMetrics
 from workers.models.types import InferenceRequest, InferenceResult, ModelClient
 from workers.postprocess import Pipeline
-from workers.results import ResultStore
+from workers.results import ResultStore, result_text
 
 _BATCH_NAMESPACE = uuid.UUID("0f8e5c1a-7d43-5b2e-9a61-3c4d5e6f7a8b")
 _REMEMBERED = 50_000
@@ -224,7 +224,7 @@ class PoolExecutor:
                 item, "failed", error_class=ErrorClass.CANCELLED, error="cancelled while running"
             )
         try:
-            text = canonical_json(self.pipeline.run(answer.output))
+            text = result_text(self.pipeline.run(answer.output))
             stored = await self.results.put(item.spec.job_id, text)
         except Exception as exc:  # noqa: BLE001 - one item's result fails itself, not its batch
             return self._failed(item, _as_model_error(exc, "storing the result"))

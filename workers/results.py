@@ -2,17 +2,74 @@
 
 Results are keyed by job id, so a retried or redelivered attempt rewriting its result is
 harmless: the last write wins and every write of a job's result is a valid result.
+
+A result's text (``result_text``) writes an embedding at float32 precision: every model a
+pool serves computes in float32, and the digits a double adds (after ``l2_normalize``'s
+arithmetic) are noise that made a 384-dimension vector 8 KB of JSON instead of 4.7 KB. The
+text travels in the outcome, in ``JobSucceeded``, through every reader of the job log and into
+the read model, so its size is paid about six times per job. Each value reads back as exactly
+the float32 it was; the whole text is written by orjson in C (~16 µs against ~690 µs for the
+standard library's float formatting of the same vector).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
 
 from brigade.errors import Permanent, Transient
+from brigade.ids import canonical_json
 from brigade.objectstore import ObjectStoreError, write_bytes
 from brigade.payloadrefs import PayloadRefError, PayloadTooLarge, check_ref, read_capped
+
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def result_text(output: Mapping[str, Any]) -> str:
+    """The JSON text of one job's result: sorted keys, no whitespace, embeddings as float32.
+
+    Only an output with a one-dimensional vector of finite floats takes the float32 path,
+    and only when everything beside it is plain JSON (strings, 64-bit integers, finite
+    floats, lists and string-keyed objects of those); anything else is written exactly as
+    the standard library writes it (``canonical_json``).
+    """
+    vector = output.get("embedding")
+    if not isinstance(vector, list) or not vector:
+        return canonical_json(output)
+    rest = {key: value for key, value in output.items() if key != "embedding"}
+    try:
+        values = np.asarray(vector)
+    except ValueError:  # ragged nesting
+        return canonical_json(output)
+    if values.ndim != 1 or values.dtype.kind != "f" or not _plain(rest):
+        return canonical_json(output)
+    with np.errstate(over="ignore"):  # checked just below
+        as_float32 = values.astype(np.float32)
+    if not np.isfinite(as_float32).all():  # NaN, or beyond float32's range
+        return canonical_json(output)
+    return orjson.dumps({**rest, "embedding": as_float32}, option=_ORJSON_OPTIONS).decode()
+
+
+def _plain(value: Any) -> bool:
+    """Whether orjson writes ``value`` as the standard library would (same JSON values)."""
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+    return False
 
 
 @dataclass(frozen=True, kw_only=True)
