@@ -110,7 +110,15 @@ def create_app(
         await delivery
 
     # Keys are job ids as raw bytes, values JobView dicts (the app's default codecs: raw/json).
-    table = app.Table(TABLE_NAME, default=None, partitions=settings.topics.partitions, key_type=bytes)
+    # Rows go to the partition the producer's murmur2 gives the job id, which is the job's
+    # job-events and work partition (every producer keys by job id), as for the processors'
+    # table. Without use_partitioner Faust checks on every write, until one passes, that the
+    # changelog has as many partitions as the event's topic, from the consumer's group
+    # metadata snapshot rather than the broker: on a loaded machine a fresh worker's snapshot
+    # stayed wrong for minutes while the broker had 6 and 6, every write crashed the
+    # job-events agent (PartitionsMismatch) and the whole stack stalled.
+    table = app.Table(TABLE_NAME, default=None, partitions=settings.topics.partitions, key_type=bytes,
+                      use_partitioner=True)
     runtime = WorkerRuntime(
         settings=settings,
         pools=pools,
