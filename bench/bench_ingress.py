@@ -21,12 +21,15 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.budget import cpu_seconds
 from bench.report import emit, percentile
 from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
+from brigade.net import free_port
 from brigade.settings import KafkaSettings, Settings, TopicSettings
 from ingress.tenants import TenantStore
 from testkit.support import http_ok, poll_until
@@ -122,16 +125,19 @@ def _row(
     workers: int,
     concurrency: int,
     jobs_per_request: int,
-    result: tuple[list[float], dict[int, int], float],
+    measured: tuple[tuple[list[float], dict[int, int], float], float],
 ) -> dict[str, Any]:
-    latencies, statuses, elapsed = result
+    (latencies, statuses, elapsed), cpu_s = measured
     ok = statuses.get(202, 0) + statuses.get(200, 0)
+    jobs = ok * jobs_per_request
     return {
         "scenario": name,
         "workers": workers,
         "concurrency": concurrency,
         "requests": len(latencies),
-        "accepted_jobs_per_s": ok * jobs_per_request / elapsed,
+        "accepted_jobs_per_s": jobs / elapsed,
+        # Steadier than jobs/s on shared cores: what one job costs the API, whatever the load.
+        "api_cpu_us_per_job": cpu_s / jobs * 1e6 if jobs else float("nan"),
         "requests_per_s": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
@@ -163,10 +169,56 @@ def _environment(bootstrap: str, data_dir: Path) -> tuple[dict[str, str], Settin
     return env, settings
 
 
-def run(
-    bootstrap: str, *, seconds: float, concurrency: int, batch_size: int, workers_list: list[int]
-) -> None:
-    """Run every scenario and emit the table."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """How long and how hard each scenario runs."""
+
+    seconds: float
+    concurrency: int
+    batch_size: int
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants (uvicorn's workers are its children)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(pid) + sum(_tree_cpu_seconds(int(child)) for child in children)
+
+
+def _measured(pid: int, run: Any) -> tuple[tuple[list[float], dict[int, int], float], float]:
+    """``run()``'s result and the API's CPU seconds during it (load generator excluded)."""
+    before = _tree_cpu_seconds(pid)
+    result = run()
+    return result, _tree_cpu_seconds(pid) - before
+
+
+def _scenarios(
+    api: tuple[int, int],
+    key: str,
+    counter: itertools.count[int],
+    *,
+    only: set[str],
+    workers: int,
+    options: Options,
+) -> list[dict[str, Any]]:
+    """The selected scenarios against one running API, after a short warm-up."""
+    rows = []
+    (port, pid), concurrency, seconds = api, options.concurrency, options.seconds
+    asyncio.run(_load(port, key, "/v1/jobs", _single_body(counter), concurrency=concurrency, seconds=2))
+    if "single" in only:
+        one = _single_body(counter)
+        load = _load(port, key, "/v1/jobs", one, concurrency=concurrency, seconds=seconds)
+        single = _measured(pid, lambda: asyncio.run(load))
+        rows.append(_row("POST /v1/jobs", workers, concurrency, 1, single))
+    if "batch" in only:
+        size, body = options.batch_size, _batch_body(counter, options.batch_size)
+        load = _load(port, key, "/v1/jobs:batch", body, concurrency=4, seconds=seconds)
+        batch = _measured(pid, lambda: asyncio.run(load))
+        rows.append(_row(f"POST /v1/jobs:batch ({size}/req)", workers, 4, size, batch))
+    return rows
+
+
+def run(bootstrap: str, *, workers_list: list[int], only: set[str], options: Options) -> None:
+    """Run every selected scenario (``single``, ``batch``) for each worker count and emit the table."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         env, settings = _environment(bootstrap, Path(tmp))
@@ -174,30 +226,14 @@ def run(
             "bench", requests_per_second=1e6, jobs_per_second=1e7
         )
         counter = itertools.count()
-        for index, workers in enumerate(workers_list):
-            port = 18700 + index
+        for workers in workers_list:
+            port = free_port()  # other benchmarks and tests share the machine
             process = _start_api(env, port, workers)
+            # A profiler can attach to the API from here (its pid is the server's, or uvicorn's parent).
+            print(f"API pid {process.pid} on port {port}", file=sys.stderr, flush=True)
             try:
-                asyncio.run(
-                    _load(port, key, "/v1/jobs", _single_body(counter), concurrency=concurrency, seconds=2)
-                )  # warm-up
-                single = asyncio.run(
-                    _load(
-                        port, key, "/v1/jobs", _single_body(counter), concurrency=concurrency, seconds=seconds
-                    )
-                )
-                rows.append(_row("POST /v1/jobs", workers, concurrency, 1, single))
-                batch = asyncio.run(
-                    _load(
-                        port,
-                        key,
-                        "/v1/jobs:batch",
-                        _batch_body(counter, batch_size),
-                        concurrency=4,
-                        seconds=seconds,
-                    )
-                )
-                rows.append(_row(f"POST /v1/jobs:batch ({batch_size}/req)", workers, 4, batch_size, batch))
+                api = (port, process.pid)
+                rows += _scenarios(api, key, counter, only=only, workers=workers, options=options)
             finally:
                 process.terminate()
                 process.wait(30)
@@ -208,7 +244,7 @@ def run(
         rows,
         extra={
             "command": "python -m bench.bench_ingress " + " ".join(sys.argv[1:]),
-            "notes": json.dumps({"seconds": seconds, "cpus": os.cpu_count()}),
+            "notes": json.dumps({"seconds": options.seconds, "cpus": os.cpu_count()}),
         },
     )
 
@@ -221,14 +257,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    args = parser.parse_args()
-    run(
-        args.bootstrap,
-        seconds=args.seconds,
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        workers_list=args.workers,
+    parser.add_argument(
+        "--only", choices=["single", "batch"], action="append", help="run only these scenarios (repeatable)"
     )
+    args = parser.parse_args()
+    options = Options(seconds=args.seconds, concurrency=args.concurrency, batch_size=args.batch_size)
+    only = set(args.only or ["single", "batch"])
+    run(args.bootstrap, workers_list=args.workers, only=only, options=options)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def _role(argv: list[str]) -> str:
     return "other: " + " ".join(argv[:3])
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
     # Fields after the command name (which may contain spaces) start at the state, field 3.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
@@ -71,7 +72,7 @@ def stack_cpu(home: Path) -> dict[str, float]:
             if cwd != home and home not in cwd.parents:
                 continue
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            totals[_role([a for a in argv if a])] += _cpu_seconds(int(entry.name))
+            totals[_role([a for a in argv if a])] += cpu_seconds(int(entry.name))
         except (FileNotFoundError, PermissionError, ProcessLookupError, IndexError):
             continue  # exited while we looked, or not ours
     return dict(totals)
