@@ -14,7 +14,9 @@ unless the schema carries its "parsed" marker, which the registry's copies do no
 are parsed for fingerprinting); the codec keeps its own marked copies, one per writer
 fingerprint, and skips resolution when the writer is the newest version. Records are
 built and taken apart by small functions generated once per class from its dataclass
-fields (``_Shape``), about twice as fast as a generic ``cls(**kwargs)`` loop.
+fields (``_Shape``), about twice as fast as a generic ``cls(**kwargs)`` loop. Encoding
+skips both the dict and fastavro where it can: a writer generated per schema
+(:mod:`schemas.encoders`) reads the record's slots and writes fastavro's exact bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from weakref import WeakKeyDictionary
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -34,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from brigade.errors import DecodeError, SchemaError
 from schemas.decoders import Read, Unsupported, record_reader
+from schemas.encoders import WRITE_ERRORS, Write, record_writer
 from schemas.records import NESTED_TYPES, RECORD_TYPES, Record
 from schemas.registry import Registry, SchemaVersion, default_registry
 
@@ -141,6 +144,22 @@ def _direct_reader(version: SchemaVersion) -> Read | None:
         return None
 
 
+class _Writer(NamedTuple):
+    """How to encode one record type: its newest schema, and the direct writer if it has one."""
+
+    version: SchemaVersion
+    schema: Any  # parsed with fastavro's marker
+    shape: _Shape
+    direct: Write | None
+
+
+def _direct_writer(version: SchemaVersion) -> Write | None:
+    try:
+        return record_writer(version.raw, {**RECORD_TYPES, **NESTED_TYPES}, camel)
+    except Unsupported:
+        return None
+
+
 def _marked(version: SchemaVersion) -> Any:
     return parse_schema(version.raw)
 
@@ -154,10 +173,10 @@ class Codec:
         self._legacy = legacy_fingerprint_counter(metrics or CollectorRegistry())
         self._legacy_readers: dict[bytes, _Reader] = {}  # by big-endian fingerprint bytes
         self._name_of = {cls: name for name, cls in RECORD_TYPES.items()}
-        self._writers: dict[type, tuple[SchemaVersion, Any, _Shape]] = {}
+        self._writers: dict[type, _Writer] = {}
         for name, cls in RECORD_TYPES.items():
             latest = self._registry.latest(name)
-            self._writers[cls] = (latest, _marked(latest), _shape(cls))
+            self._writers[cls] = _Writer(latest, _marked(latest), _shape(cls), _direct_writer(latest))
         self._readers: dict[bytes, _Reader] = {}  # by fingerprint bytes, filled on first use
 
     def encode(self, record: object) -> bytes:
@@ -167,15 +186,20 @@ class Codec:
             SchemaError: the record's type has no schema, or a field does not fit it.
         """
         try:
-            version, schema, shape = self._writers[type(record)]
+            version, schema, shape, direct = self._writers[type(record)]
         except KeyError as exc:
             raise SchemaError(f"{type(record).__name__} has no Avro schema") from exc
+        if direct is not None:
+            try:
+                return MAGIC + version.fingerprint_bytes + direct(record)
+            except WRITE_ERRORS:
+                pass  # a value the direct writer does not take: fastavro writes it or explains why
         buffer = io.BytesIO()
         buffer.write(MAGIC)
         buffer.write(version.fingerprint_bytes)
         try:
             schemaless_writer(buffer, schema, shape.to_avro(record))
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        except WRITE_ERRORS as exc:  # OverflowError too: a long beyond 64 bits
             raise SchemaError(f"{version.full_name}: record does not fit schema: {exc}") from exc
         return buffer.getvalue()
 
