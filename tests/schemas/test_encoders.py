@@ -29,7 +29,8 @@ CLASSES_BY_TYPE = {cls: name for name, cls in RECORD_TYPES.items()}
 def _fastavro_body(record: Any) -> bytes:
     name = CLASSES_BY_TYPE[type(record)]
     buffer = io.BytesIO()
-    schemaless_writer(buffer, default_registry().latest(name).parsed, _shape(RECORD_TYPES[name]).to_avro(record))
+    data = _shape(RECORD_TYPES[name]).to_avro(record)
+    schemaless_writer(buffer, default_registry().latest(name).parsed, data)
     return buffer.getvalue()
 
 
