@@ -13,6 +13,7 @@ from typing import Any
 
 JOB_NAMESPACE = uuid.UUID("6b3f2a5e-1c0d-5e7a-9b1f-0d2c4e6a8b10")
 EVENT_NAMESPACE = uuid.UUID("a1d9c3e7-5b2f-5d8a-8c4e-2f6b0a9d7e31")
+_JOB_PREFIX, _EVENT_PREFIX = JOB_NAMESPACE.bytes, EVENT_NAMESPACE.bytes  # UUID.bytes is computed per call
 
 
 # One encoder for every call: ``json.dumps`` with options builds a new one each time, which
@@ -32,7 +33,11 @@ def uuid5_text(namespace: uuid.UUID, name: str) -> str:
     their cost. The bytes are RFC 4122's: the first 16 bytes of SHA-1(namespace + name)
     with the version (5) and variant bits set.
     """
-    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()[:16])
+    return _uuid5(namespace.bytes, name)
+
+
+def _uuid5(namespace: bytes, name: str) -> str:
+    digest = bytearray(hashlib.sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     text = digest.hex()
@@ -41,15 +46,20 @@ def uuid5_text(namespace: uuid.UUID, name: str) -> str:
 
 def payload_sha256(payload: Any) -> str:
     """sha256 of the canonical JSON form of a job's payload."""
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    return text_sha256(canonical_json(payload))
+
+
+def text_sha256(text: str) -> str:
+    """sha256 of a payload already in canonical JSON form (hex)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def job_id(tenant_id: str, idempotency_key: str | None, payload_hash: str) -> str:
     """``uuid5(namespace, tenant + ":" + key)``; without a key the payload hash is the key."""
     key = idempotency_key if idempotency_key else payload_hash
-    return uuid5_text(JOB_NAMESPACE, f"{tenant_id}:{key}")
+    return _uuid5(_JOB_PREFIX, f"{tenant_id}:{key}")
 
 
 def event_id(job: str, transition: str, attempt: int = 0, detail: str = "") -> str:
     """Deterministic id of a lifecycle event: one job, one transition, one attempt."""
-    return uuid5_text(EVENT_NAMESPACE, f"{job}:{transition}:{attempt}:{detail}")
+    return _uuid5(_EVENT_PREFIX, f"{job}:{transition}:{attempt}:{detail}")

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import ValidationError
 
 from brigade.errors import BrigadeError
-from brigade.ids import canonical_json, event_id, job_id, payload_sha256
+from brigade.ids import canonical_json, event_id, job_id, text_sha256
 from brigade.payloadrefs import payload_url as _stored_payload_url
 from brigade.payloadrefs import ref_problem
 from brigade.settings import Settings
@@ -116,6 +117,32 @@ def payload_of(request: JobRequest, *, max_attempts: int, text: str | None) -> d
     }
 
 
+def payload_text(request: JobRequest, *, max_attempts: int, text: str | None) -> str:
+    """``canonical_json(payload_of(...))``, written straight from the fields.
+
+    The same text character for character (keys in sorted order, the standard library's
+    string escaping; ``tests/ingress/test_commands.py`` compares the two on generated
+    requests), at a fifth of the cost: the generic encoder sorting and walking a new dict
+    was the largest single cost of preparing a job in a batch.
+    """
+    deadline = request.deadline.astimezone(UTC).isoformat() if request.deadline else None
+    metadata = canonical_json(dict(request.metadata)) if request.metadata else "{}"
+    return (
+        f'{{"batchable":{_BOOLEAN[request.batchable]},"callbackUrl":{_string(request.callbackUrl)},'
+        f'"deadline":{_string(deadline)},"input":{_string(text)},'
+        f'"longContext":{_BOOLEAN[request.longContext]},"maxAttempts":{int(max_attempts)!r},'
+        f'"metadata":{metadata},"modelHint":{_string(request.modelHint)},'
+        f'"payloadRef":{_string(request.payloadRef)},"priority":{_string(request.priority)}}}'
+    )
+
+
+_BOOLEAN = {True: "true", False: "false"}
+
+
+def _string(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
 def _check_limits(
     request: JobRequest, settings: Settings, *, tenant_id: str, allow_private_callbacks: bool, now: datetime
 ) -> int:
@@ -175,7 +202,7 @@ def prepare(
         request, settings, tenant_id=tenant_id, allow_private_callbacks=allow_private_callbacks, now=now
     )
     text = input_text(request)
-    digest = payload_sha256(payload_of(request, max_attempts=attempts, text=text))
+    digest = text_sha256(payload_text(request, max_attempts=attempts, text=text))
     key = idempotency_key or request.idempotencyKey
     jid = job_id(tenant_id, key, digest)
     size = len(text.encode()) if text is not None else 0
