@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -56,10 +56,15 @@ def serve(app: Starlette) -> Iterator[str]:
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
-def read_topic(settings: Settings, topic: str, *, timeout_s: float = 20.0) -> list[Any]:
-    """Every decoded record of ``topic`` up to its current end (acked writes are all there)."""
+def read_topic(
+    settings: Settings, topic: str, *, timeout_s: float = 20.0, decode: Callable[[bytes], Any] | None = None
+) -> list[Any]:
+    """Every record of ``topic`` up to its current end (acked writes are all there).
+
+    Decoded with Brigade's codec unless ``decode`` is given (``bytes`` keeps the raw values).
+    """
     consumer = make_consumer(settings, f"reader-{time.monotonic_ns()}")
-    codec = Codec()
+    decode = decode or Codec().decode
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {
@@ -73,7 +78,7 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 20.0) -> li
             assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s}s"
             message = consumer.poll(0.2)
             if message is not None and message.error() is None:
-                records.append(codec.decode(message.value()))
+                records.append(decode(message.value()))
                 done[message.partition()] = message.offset() + 1
         return records
     finally:
