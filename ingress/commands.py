@@ -26,6 +26,7 @@ from brigade.payloadrefs import ref_problem
 from brigade.settings import Settings
 from ingress.callbacks import check_callback_url
 from ingress.models import ChatInput, FieldError, JobRequest
+from schemas.codec import builder
 from schemas.records import CancelJob, JobSpec, SubmitJob
 
 
@@ -56,11 +57,13 @@ class PreparedJob:
 
     def command(self) -> SubmitJob:
         """The ``SubmitJob`` command; its id is deterministic too."""
-        return SubmitJob(
-            command_id=event_id(self.spec.job_id, "submit-command", 0, self.spec.payload_sha256),
-            spec=self.spec,
-        )
+        spec = self.spec
+        command_id = event_id(spec.job_id, "submit-command", 0, spec.payload_sha256)
+        return _new_submit(command_id=command_id, spec=spec, traceparent=None)
 
+
+# One of each per job: the generated builders cost half the frozen dataclasses' __init__.
+_new_spec, _new_submit = builder(JobSpec), builder(SubmitJob)
 
 # pydantic names the union member that failed in ``loc``; the field name leaves it out.
 _UNION_TAGS = frozenset({"str", "ChatInput"})
@@ -210,7 +213,7 @@ def prepare(
     inline, ref = text, request.payloadRef
     if text is not None and size > settings.inline_threshold_bytes:
         offload, inline, ref = text.encode(), None, payload_url(settings, tenant_id, digest)
-    spec = JobSpec(
+    spec = _new_spec(
         job_id=jid,
         tenant_id=tenant_id,
         payload_sha256=digest,

@@ -119,6 +119,25 @@ def _compile(cls: type, fields: tuple[tuple[str, str, _Shape | None], ...]) -> _
     return _Shape(cls, fields, names["to_avro"], names["from_avro"])
 
 
+def builder(cls: Callable[..., T]) -> Callable[..., T]:
+    """A constructor for the record class ``cls`` taking every field by keyword, no defaults.
+
+    The same instance as ``cls(**fields)`` (``tests/schemas`` compares them) at less than
+    half the cost, for the same reason as ``_Shape.from_avro``: a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``. Ingress builds one
+    ``JobSpec`` per job, so the difference shows at batch rates.
+    """
+    names = [item.name for item in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    scope: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    lines = [f"def build(*, {', '.join(names)}):", "    record = new(cls)"]
+    for index, name in enumerate(names):
+        scope[f"set_{index}"] = _slot(cls, name).__set__  # type: ignore[arg-type]
+        lines.append(f"    set_{index}(record, {name})")
+    lines.append("    return record")
+    exec(compile("\n".join(lines), f"<record builder {cls.__name__}>", "exec"), scope)  # the code above
+    return scope["build"]  # type: ignore[no-any-return]
+
+
 def _slot(cls: type, name: str) -> types.MemberDescriptorType:
     slot = getattr(cls, name)  # inherited slots (the circuit events) live on a base class
     if not isinstance(slot, types.MemberDescriptorType):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from brigade.errors import DecodeError, SchemaError
-from schemas.codec import LEGACY_FINGERPRINT_METRIC, MAGIC, Codec, _shape
+from schemas.codec import LEGACY_FINGERPRINT_METRIC, MAGIC, Codec, _shape, builder
 from schemas.records import RECORD_TYPES, Envelope, JobCancelled, JobSpec, JobSucceeded, SubmitJob
 from schemas.registry import Registry, SchemaVersion, default_registry
 
@@ -230,3 +230,13 @@ def test_an_older_writer_keeps_resolving_after_the_reader_is_cached(tmp_path: Pa
         old = ours.decode(_older_cancelled(writer))
         assert isinstance(old, JobCancelled) and old.reason is None
         assert ours.decode(newest).reason == "r"
+
+
+@pytest.mark.parametrize("name", sorted(RECORD_TYPES))
+def test_builder_equals_the_constructor(name: str) -> None:
+    cls = RECORD_TYPES[name]
+    for data in generate_many(default_registry().latest(name).parsed, 5):
+        record = _from_generated(name, data)
+        values = {f.name: getattr(record, f.name) for f in dataclasses.fields(cls)}
+        built = builder(cls)(**values)
+        assert type(built) is cls and built == cls(**values) and repr(built) == repr(record)
