@@ -11,7 +11,7 @@ commands that reach the log without a claim.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,41 +54,64 @@ class RecentJobs:
 
 
 class SingleFlight:
-    """One in-flight submission per job id: concurrent identical requests wait for the first."""
+    """One in-flight submission per job id: concurrent identical requests wait for the first.
+
+    A key is held while it is in ``_locks``; its value holds the waiters, in arrival order,
+    or None when nobody waits. Taking a free key is a dict insert with no lock object and no
+    await: a 500-job batch takes 500 keys, and ``asyncio.Lock`` per key cost as much as
+    encoding the job. A holder hands a key straight to its first waiter (FIFO, as
+    ``asyncio.Lock``).
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the lock of ``key``; the entry is dropped when nobody waits for it."""
+        """Hold ``key``; the entry is dropped when nobody waits for it."""
         async with self.hold_all([key]):
             yield
 
     @asynccontextmanager
     async def hold_all(self, keys: Iterable[str]) -> AsyncIterator[None]:
-        """Hold the locks of every key, taken in sorted order so two holders cannot deadlock.
+        """Hold every key, taken in sorted order so two holders cannot deadlock.
 
         One context for a whole batch: a context manager per key cost as much per item as
         preparing the job.
         """
-        ordered = sorted(set(keys))
-        held: list[asyncio.Lock] = []
-        for key in ordered:
-            lock, users = self._locks.get(key, (None, 0))
-            self._locks[key] = (lock := lock or asyncio.Lock(), users + 1)
+        taken: list[str] = []
         try:
-            for key in ordered:
-                lock = self._locks[key][0]
-                await lock.acquire()
-                held.append(lock)
+            for key in sorted(set(keys)):
+                if key in self._locks:
+                    await self._wait(key)
+                else:
+                    self._locks[key] = None
+                taken.append(key)
             yield
         finally:
-            for lock in held:
-                lock.release()
-            for key in ordered:
-                lock, users = self._locks[key]
-                if users <= 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
+            for key in taken:
+                self._release(key)
+
+    async def _wait(self, key: str) -> None:
+        """Queue behind the key's holder until it hands the key over."""
+        waiters = self._locks[key]
+        if waiters is None:
+            waiters = self._locks[key] = deque()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not waiter.cancelled():  # handed over as the caller was cancelled: pass it on
+                self._release(key)
+            raise
+
+    def _release(self, key: str) -> None:
+        """Hand ``key`` to its first live waiter, or free it."""
+        waiters = self._locks[key]
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter stays queued until here
+                waiter.set_result(None)
+                return
+        del self._locks[key]
