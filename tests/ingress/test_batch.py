@@ -1,4 +1,4 @@
-"""``POST /v1/jobs:batch`` end to end: per-item answers, and commands any Avro reader can decode."""
+"""``POST /v1/jobs:batch``: per-item answers, commands any Avro reader can decode, the answer's JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+from hypothesis import given
+from hypothesis import strategies as st
 
+from ingress.batch import _Item, answer_json
+from ingress.models import BatchAccepted, BatchItemResult, ErrorDetail
 from tests.ingress.conftest import Api
 from tests.ingress.support import read_topic
 
@@ -78,3 +82,41 @@ def test_a_mixed_batch_answers_per_item_and_its_commands_decode_with_the_referen
     assert chat["priority"] == "interactive" and chat["modelHint"] == "chat"
     assert chat["metadata"] == {"team": "ünïcode"}
     assert chat["deadline"] == datetime.fromisoformat(jobs[101]["deadline"])
+
+
+_ERRORS = st.builds(
+    ErrorDetail, code=st.sampled_from(["validation_error", "idempotency_conflict", "overloaded"]),
+    message=st.text(max_size=20), jobId=st.none() | st.uuids().map(str),
+)
+_ITEMS = st.lists(
+    st.tuples(
+        st.sampled_from([200, 202, 409, 422, 503]),
+        st.none() | st.uuids().map(str),
+        st.booleans(),
+        st.booleans(),
+    ),
+    min_size=1, max_size=8,
+)
+
+
+@given(items=_ITEMS, error=_ERRORS, base=st.text(max_size=30))
+def test_the_written_answer_is_the_models_json(
+    items: list[tuple[int, str | None, bool, bool]], error: ErrorDetail, base: str
+) -> None:
+    # Any base URL (quotes, control and non-ASCII characters) and any mix of answers.
+    batch = []
+    for index, (status, job_id, duplicate, failed) in enumerate(items):
+        item = _Item(index)
+        item.answer(status, job_id, duplicate=duplicate)
+        item.error = error if failed or status not in (200, 202) else None
+        batch.append(item)
+    results = [
+        BatchItemResult(
+            index=i.index, status=i.status, jobId=i.job_id, duplicate=i.duplicate, error=i.error,
+            statusUrl=base + i.job_id if i.job_id is not None and i.status in (200, 202) else None,
+        )
+        for i in batch
+    ]
+    accepted = sum(1 for r in results if r.status in (200, 202))
+    model = BatchAccepted(accepted=accepted, rejected=len(results) - accepted, results=results)
+    assert answer_json(batch, base) == model.model_dump_json(exclude_none=True)
