@@ -37,11 +37,12 @@ def uuid5_text(namespace: uuid.UUID, name: str) -> str:
 
 
 def _uuid5(namespace: bytes, name: str) -> str:
-    digest = bytearray(hashlib.sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    text = hashlib.sha1(namespace + name.encode(), usedforsecurity=False).hexdigest()
+    # Version nibble 5 at hex digit 12; the variant's top bits (10) at hex digit 16.
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
 
 
 def payload_sha256(payload: Any) -> str:

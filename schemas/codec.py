@@ -170,6 +170,7 @@ class _Writer(NamedTuple):
     schema: Any  # parsed with fastavro's marker
     shape: _Shape
     direct: Write | None
+    header: bytes  # magic and fingerprint, computed once
 
 
 def _direct_writer(version: SchemaVersion) -> Write | None:
@@ -195,7 +196,8 @@ class Codec:
         self._writers: dict[type, _Writer] = {}
         for name, cls in RECORD_TYPES.items():
             latest = self._registry.latest(name)
-            self._writers[cls] = _Writer(latest, _marked(latest), _shape(cls), _direct_writer(latest))
+            header = MAGIC + latest.fingerprint_bytes
+            self._writers[cls] = _Writer(latest, _marked(latest), _shape(cls), _direct_writer(latest), header)
         self._readers: dict[bytes, _Reader] = {}  # by fingerprint bytes, filled on first use
 
     def encode(self, record: object) -> bytes:
@@ -205,17 +207,16 @@ class Codec:
             SchemaError: the record's type has no schema, or a field does not fit it.
         """
         try:
-            version, schema, shape, direct = self._writers[type(record)]
+            version, schema, shape, direct, header = self._writers[type(record)]
         except KeyError as exc:
             raise SchemaError(f"{type(record).__name__} has no Avro schema") from exc
         if direct is not None:
             try:
-                return MAGIC + version.fingerprint_bytes + direct(record)
+                return header + direct(record)
             except WRITE_ERRORS:
                 pass  # a value the direct writer does not take: fastavro writes it or explains why
         buffer = io.BytesIO()
-        buffer.write(MAGIC)
-        buffer.write(version.fingerprint_bytes)
+        buffer.write(header)
         try:
             schemaless_writer(buffer, schema, shape.to_avro(record))
         except WRITE_ERRORS as exc:  # OverflowError too: a long beyond 64 bits
