@@ -3,8 +3,9 @@
 ``submit`` hands an item to the batcher (waiting while too many items are in flight, which
 is the back-pressure that eventually pauses the Kafka fetch); a flush loop sleeps until the
 open batch's deadline and closes it; a lane whose policy says ``close_when_idle`` closes
-the batch at once when none of its batches is running or waiting; every closed batch runs as its own task once it gets
-one of the pool's concurrency slots. The ``execute`` callback does the work and the acks.
+the batch at once when none of its batches is running or waiting; every closed batch runs
+as its own task once it gets one of the pool's concurrency slots. The ``execute`` callback
+does the work and the acks.
 """
 
 from __future__ import annotations
