@@ -11,7 +11,8 @@ batches still grow with the arrival rate; ``within`` stays as the upper bound wh
 never stops.
 
 It drives the same Faust stream machinery ``take_events`` does (a passive processor that
-fills the buffer, the stream's own ``ack``), reached here once with its types.
+fills the buffer, the stream's own ``ack``, its private ``_enable_passive``), so a Faust
+upgrade that changes ``take_events`` should be read against this module.
 """
 
 from __future__ import annotations
