@@ -120,6 +120,9 @@ HOPS = (
     ("work item → batch closed, started outcome written (worker)", "work", "started"),
     ("model call (worker-measured HTTP call)", None, None),
     ("started → succeeded outcome written, minus model (worker)", "started", "succeeded"),
+    # The worker publishes `started` while the model call runs, so the split between the two
+    # rows above moves with the event loop's scheduling; the whole worker hop does not.
+    ("work item → succeeded outcome written, minus model (worker, whole)", "work", "succeeded"),
     ("outcome → JobSucceeded written (processor)", "succeeded", "terminal"),
     ("JobSucceeded → the waiting client has it (API event tail)", "terminal", "seen"),
     ("total, client send → client sees succeeded", "sent", "seen"),

@@ -59,6 +59,10 @@ class LaneSettings(BaseModel):
     max_batch_size: int = Field(default=32, ge=1)
     max_delay_ms: int = Field(default=10, ge=0)
     token_budget: int = Field(default=16384, ge=1)
+    # Close a batch at once when none of the lane's batches is running or waiting: the
+    # window then only gathers items that arrive while the model is busy. On for the
+    # interactive lane (latency); off for the batch lane, whose larger batches are its point.
+    close_when_idle: bool = False
 
 
 class PoolSettings(BaseModel):
@@ -84,7 +88,7 @@ class PoolSettings(BaseModel):
     # Longest pause of the pool's model calls after a 429, whatever its Retry-After says
     # (a bogus "Retry-After: 86400" must not stall the pool for a day).
     retry_after_cap_s: float = Field(default=60.0, gt=0)
-    interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5)
+    interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5, close_when_idle=True)
     batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
 
     def lane(self, lane: Lane) -> LaneSettings:
@@ -228,6 +232,9 @@ class Settings(BaseSettings):
     # stacks on one machine (tests, benchmarks) must set their own. 0 turns one off.
     processors_metrics_port: int = Field(default=9101, ge=0, le=65535)
     workers_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    # The longest a job processor gathers inputs into one batch while they keep arriving;
+    # a batch closes sooner when nothing more is buffered (``brigade.kafka.take``).
+    processors_batch_window_ms: float = Field(default=5.0, gt=0)
 
     @field_validator("pools")
     @classmethod

@@ -19,6 +19,7 @@ import faust
 import mode
 
 from brigade.kafka.streams import attach, faust_worker, raw_producer, restart_streams_after_rebalance
+from brigade.kafka.take import take_ready
 from brigade.kafka.topology import PROCESSOR_TABLE, Topology
 from brigade.settings import Settings
 from processors.delay import DelayTiers
@@ -43,8 +44,8 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
     Args:
         store: Faust table store URL; ``memory://`` in tests, ``rocksdb://`` in production.
         node: this process's name; its RocksDB files live under ``<data_dir>/processors/<node>``.
-        batch_max, batch_within_s: the agent decides up to ``batch_max`` inputs at once and
-            waits at most ``batch_within_s`` to fill a batch.
+        batch_max, batch_within_s: the agent decides up to ``batch_max`` inputs at once; a
+            batch closes when nothing more is buffered, and after ``batch_within_s`` at most.
         delay_tiers: also run the delay-tier agent in this process.
         metrics: where to count; a fresh registry by default (``app.brigade_metrics``).
     """
@@ -111,12 +112,14 @@ def _install_agent(app: faust.App, topology: Topology, processor: JobProcessor, 
     @app.agent(source, name="job-processor")
     async def job_processor(stream: Any) -> None:
         await _changelog_metadata(app, table)
-        async for events in stream.take_events(batch_max, within=batch_within_s):
+        # take_ready, not take_events: an input that finds the processor idle is decided at
+        # once instead of waiting for the window's next tick (see brigade.kafka.take).
+        async for events in take_ready(stream, batch_max, within=batch_within_s):
             await _decide_or_exit(processor, events)
 
 
 async def _decide_or_exit(processor: JobProcessor, events: Any) -> None:
-    # take_events acks the whole batch in a `finally` when the loop body raises, and Faust
+    # take_ready acks the whole batch in a `finally` when the loop body raises, and Faust
     # commits on an agent error and restarts the agent: a batch whose effects were not all
     # acked, or whose states were not written, would be committed and its inputs lost. Any
     # failure (or cancellation) in the middle of a batch therefore ends the process at

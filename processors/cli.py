@@ -42,7 +42,7 @@ def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: in
     from processors.metrics import Metrics
 
     app = create_app(settings, store=store or None, node=node or f"{socket.gethostname()}-processor",
-                     delay_tiers=delay_tiers)
+                     batch_within_s=settings.processors_batch_window_ms / 1000.0, delay_tiers=delay_tiers)
     if metrics_port:
         registry = attached(app, "metrics", Metrics).registry
         start_http_server(metrics_port, addr=settings.metrics_host, registry=registry)

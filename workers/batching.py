@@ -18,7 +18,7 @@ from typing import Generic, Literal, TypeVar
 from brigade.settings import LaneSettings
 
 T = TypeVar("T")
-CloseReason = Literal["size", "tokens", "bytes", "time", "drain"]
+CloseReason = Literal["size", "tokens", "bytes", "time", "idle", "drain"]
 
 # A rough, tokenizer-free estimate: English text averages ~4 characters per token.
 CHARS_PER_TOKEN = 4
@@ -30,13 +30,15 @@ class BatchPolicy:
 
     ``max_delay_s`` bounds how long the oldest item of a batch waits; ``token_budget`` and
     ``byte_budget`` bound the batch's summed cost (an item larger than a budget on its own
-    still runs, alone).
+    still runs, alone). ``close_when_idle`` lets the driver close a batch at once when none
+    of the lane's batches is running or waiting (see ``workers.lanes``).
     """
 
     max_size: int
     max_delay_s: float
     token_budget: int
     byte_budget: int | None = None
+    close_when_idle: bool = False
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -54,6 +56,7 @@ class BatchPolicy:
             max_delay_s=lane.max_delay_ms / 1000.0,
             token_budget=lane.token_budget,
             byte_budget=byte_budget,
+            close_when_idle=lane.close_when_idle,
         )
 
 
@@ -126,9 +129,9 @@ class Batcher(Generic[T]):
             return None
         return self._open.opened_at + self.policy.max_delay_s
 
-    def drain(self) -> list[Batch[T]]:
-        """Close whatever is open (shutdown, rebalance)."""
-        return [self._take("drain")] if self._open.items else []
+    def drain(self, reason: CloseReason = "drain") -> list[Batch[T]]:
+        """Close whatever is open (shutdown, rebalance, or an idle lane), as ``reason``."""
+        return [self._take(reason)] if self._open.items else []
 
     def _over_budget(self, tokens: int, size_bytes: int) -> CloseReason | None:
         if self._open.tokens + tokens > self.policy.token_budget:

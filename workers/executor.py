@@ -147,9 +147,21 @@ class PoolExecutor:
             return final
         await self._wait_for_rate_limit()
         started = [self._started(items[i], call.batch_id) for i in call.indexes]
-        await asyncio.gather(*(self.publisher.outcome(o) for o in started))
-        final.update(await self._call(items, call, admission.ticket, lane))
+        # The model call overlaps the wait for the `started` acks (a broker round trip on
+        # the interactive path); the final outcomes are published only after those acks, so
+        # a job's `started` is durable before its `succeeded` or `failed` is even sent. A
+        # `started` that fails to publish fails the batch: nothing final is reported and
+        # the unacked work is redelivered (the model call is then repeated, as after a crash).
+        announced = asyncio.ensure_future(self._announce(started))
+        try:
+            answered = await self._call(items, call, admission.ticket, lane)
+        finally:
+            await announced
+        final.update(answered)
         return final
+
+    async def _announce(self, started: list[WorkOutcome]) -> None:
+        await asyncio.gather(*(self.publisher.outcome(o) for o in started))
 
     async def _prepare(
         self, items: Sequence[WorkItem], runnable: list[int]

@@ -2,8 +2,10 @@
 
 ``submit`` hands an item to the batcher (waiting while too many items are in flight, which
 is the back-pressure that eventually pauses the Kafka fetch); a flush loop sleeps until the
-open batch's deadline and closes it; every closed batch runs as its own task once it gets
-one of the pool's concurrency slots. The ``execute`` callback does the work and the acks.
+open batch's deadline and closes it; a lane whose policy says ``close_when_idle`` closes
+the batch at once when none of its batches is running or waiting; every closed batch runs
+as its own task once it gets one of the pool's concurrency slots. The ``execute`` callback
+does the work and the acks.
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ class LaneRunner(Generic[T]):
             self._in_flight += 1
         for batch in self.batcher.add(item, tokens=tokens, size_bytes=size_bytes, now=self._clock()):
             self._spawn(batch)
+        if self.batcher.policy.close_when_idle and not self._tasks:
+            # Nothing of this lane is running or waiting for a slot, so holding the item
+            # for the window would only add the window to its latency; items that arrive
+            # while this batch runs still gather for the window (or until full).
+            for batch in self.batcher.drain("idle"):
+                self._spawn(batch)
         self._wake.set()
 
     async def stop(self, *, drain: bool = True) -> None:

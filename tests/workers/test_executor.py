@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -251,3 +252,53 @@ async def test_a_long_retry_after_pause_is_capped_and_counted(emulator: str, har
     # The pool pauses for the cap, not a day, and the capped pause is counted
     assert 0 < h.executor.paused_until - time.monotonic() <= 2.0
     assert h.metrics.retry_after_capped.labels("p")._value.get() == 1
+
+
+class GatedPublisher(RecordingPublisher):
+    """Holds every `started` publish until ``release`` is set (or fails it with ``error``)."""
+
+    def __init__(self, *, error: Exception | None = None) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.error = error
+
+    async def outcome(self, outcome: WorkOutcome) -> None:
+        if outcome.kind == "started":
+            await self.release.wait()
+            if self.error is not None:
+                raise self.error
+        await super().outcome(outcome)
+
+
+async def _until_seen(url: str, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while stats(url)["seen"].get(text) != 1:
+        assert time.monotonic() < deadline, "the model was never called"
+        await asyncio.sleep(0.01)
+
+
+async def test_model_call_overlaps_started_ack_but_succeeded_waits_for_it(
+        emulator: str, harness: Any) -> None:
+    # Given a publisher that has not acknowledged the batch's `started` outcome yet
+    h = harness()
+    h.executor.publisher = gated = GatedPublisher()
+    running = asyncio.create_task(h.run([work_item("overlap")]))
+    # When the model answers meanwhile
+    await _until_seen(emulator, "overlap")
+    await asyncio.sleep(0.05)  # room for a wrongly early `succeeded`; the assertion is on records
+    # Then nothing final is published before `started` is durable, and after it, in order
+    assert gated.outcomes == [] and not running.done()
+    gated.release.set()
+    outcomes = await asyncio.wait_for(running, 30)
+    assert [o.kind for o in outcomes] == ["succeeded"]
+    assert [o.kind for o in gated.outcomes] == ["started", "succeeded"]
+
+
+async def test_failed_started_publish_reports_nothing_final(emulator: str, harness: Any) -> None:
+    h = harness()
+    h.executor.publisher = gated = GatedPublisher(error=OSError("broker gone"))
+    gated.release.set()
+    with pytest.raises(OSError, match="broker gone"):
+        await h.run([work_item("lost start")])
+    # The batch fails as a whole: its work stays unacked and is redelivered, never half-reported.
+    assert gated.outcomes == []

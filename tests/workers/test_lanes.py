@@ -55,3 +55,48 @@ async def test_full_batches_close_immediately_and_backpressure_holds() -> None:
     await runner.stop()
     assert [b.items for b in batches] == [(0, 1), (2, 3), (4,)]
     assert runner.in_flight == 0
+
+
+async def test_idle_lane_closes_at_once_and_gathers_while_busy() -> None:
+    # A window far longer than the test: only the idle rule (or stop's drain) can close a batch.
+    release = asyncio.Event()
+    batches: list[Batch[int]] = []
+    first = asyncio.Event()
+
+    async def execute(batch: Batch[int]) -> None:
+        batches.append(batch)
+        first.set()
+        await release.wait()
+
+    slots = Slots.for_concurrency(2)
+    policy = BatchPolicy(max_size=8, max_delay_s=3600, token_budget=100, close_when_idle=True)
+    runner: LaneRunner[int] = LaneRunner(policy=policy, execute=execute, pool_slots=slots.pool,
+                                         max_in_flight=100)
+    runner.start()
+    # Given an idle lane, when one item arrives, then it runs alone at once
+    await runner.submit(1, tokens=1, size_bytes=1)
+    await asyncio.wait_for(first.wait(), 30)
+    # When more arrive while that batch runs, then they gather instead of running one by one
+    await runner.submit(2, tokens=1, size_bytes=1)
+    await runner.submit(3, tokens=1, size_bytes=1)
+    assert len(runner.batcher) == 2 and [b.items for b in batches] == [(1,)]
+    release.set()
+    await runner.stop()
+    assert [(b.items, b.reason) for b in batches] == [((1,), "idle"), ((2, 3), "drain")]
+
+
+async def test_lane_without_idle_close_waits_for_its_window() -> None:
+    batches: list[Batch[int]] = []
+
+    async def execute(batch: Batch[int]) -> None:
+        batches.append(batch)
+
+    slots = Slots.for_concurrency(2)
+    runner: LaneRunner[int] = LaneRunner(policy=BatchPolicy(max_size=8, max_delay_s=3600, token_budget=100),
+                                         execute=execute, pool_slots=slots.pool, max_in_flight=100)
+    runner.start()
+    await runner.submit(1, tokens=1, size_bytes=1)
+    await asyncio.sleep(0)
+    assert len(runner.batcher) == 1 and batches == []
+    await runner.stop()
+    assert [(b.items, b.reason) for b in batches] == [((1,), "drain")]
