@@ -6,6 +6,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -17,6 +18,7 @@ from brigade.kafka.local import LocalKafka
 from brigade.settings import Settings, TopicSettings
 from schemas.codec import Codec
 from schemas.records import Envelope, JobSucceeded
+from testkit.support import poll_until
 from tests.conftest import free_port
 
 codec = Codec()
@@ -168,7 +170,14 @@ def test_three_broker_cluster_survives_the_leader_sigkill(tmp_path: Path) -> Non
         # Given the topology on three brokers, replicated three times, two in sync required
         assert not topology.apply(make_admin(settings), topology.Topology(settings).specs()).drift
         topic = settings.topic("job-events")
-        partition = make_admin(settings).list_topics(topic, timeout=10).topics[topic].partitions[0]
+        admin = make_admin(settings)
+
+        def led_partition_zero() -> Any:
+            # Metadata can name the new topic before its partitions have leaders.
+            found = admin.list_topics(topic, timeout=10).topics[topic].partitions.get(0)
+            return found if found is not None and found.leader >= 0 else None
+
+        partition = poll_until(led_partition_zero, timeout_s=60, interval_s=0.5, what="partition 0's leader")
         assert len(partition.replicas) == 3
         # When the partition's leader is SIGKILLed
         cluster.node(partition.leader).kill()

@@ -28,8 +28,10 @@ def commit(settings: Settings, group: str, topic: str, offset: int, *, deadline_
             try:
                 consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
                 return
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or time.monotonic() > end:
+            except KafkaException:
+                # A restarted broker answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS
+                # for a while (librdkafka marks only some of them retriable).
+                if time.monotonic() > end:
                     raise
                 time.sleep(0.5)
     finally:
