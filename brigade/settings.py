@@ -171,6 +171,11 @@ class ApiSettings(BaseModel):
     # Concurrent ?wait= requests per tenant and per API process (429 beyond either).
     max_waits_per_tenant: int = Field(default=500, ge=1)
     max_waits: int = Field(default=2000, ge=1)
+    # Job states the embedded projector inserted, kept for status reads (0: every read asks
+    # ClickHouse); ~0.5 KB each, see docs/projections.md "Status reads from memory".
+    status_cache_jobs: int = Field(default=100_000, ge=0)
+    # Larger inline results are not held in memory; reads of them go to ClickHouse.
+    status_cache_inline_max: int = Field(default=1024, ge=0)
 
 
 class CallbackSettings(BaseModel):

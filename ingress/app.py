@@ -34,6 +34,7 @@ from projections.migrations import MIGRATIONS, apply_migrations
 from projections.projector import Projector
 from projections.queries import ClickHouseReadModel
 from projections.readmodel import ReadModel
+from projections.statuscache import StatusCache
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,12 @@ def create_app(
             stack.callback(ingress.readiness.stop)
             _start_tail(settings, ingress, stack)
             if own_read_side:
+                statuses = _status_cache(settings, metrics) if projector else None
                 ingress.read_model = _open_read_side(
-                    settings, stack, run_projector=projector, operator=operator, probe=probe
+                    settings, stack, run_projector=projector, operator=operator, probe=probe,
+                    statuses=statuses,
                 )
+                ingress.statuses = statuses
             yield
 
     app = Starlette(
@@ -161,9 +165,19 @@ def _serve_metrics(settings: Settings, metrics: ApiMetrics, stack: contextlib.As
     stack.callback(server.shutdown)
 
 
+def _status_cache(settings: Settings, metrics: ApiMetrics) -> StatusCache | None:
+    """Memory for the states the embedded projector inserts (None when the setting is 0)."""
+    size = settings.api.status_cache_jobs
+    if size == 0:
+        return None
+    cache = StatusCache(max_jobs=size, inline_max=settings.api.status_cache_inline_max)
+    metrics.status_cache_jobs.set_function(lambda: float(len(cache)))
+    return cache
+
+
 def _open_read_side(
     settings: Settings, stack: contextlib.AsyncExitStack, *, run_projector: bool, operator: Operator,
-    probe: ProjectorProbe,
+    probe: ProjectorProbe, statuses: StatusCache | None = None,
 ) -> ReadModel:
     """The projections' ClickHouse read model, migrated, and the projector when it runs here."""
     clickhouse = connect(settings.clickhouse_url)
@@ -177,7 +191,7 @@ def _open_read_side(
         operator.attach(readonly, ensure_operator_token(settings))
         stack.callback(operator.detach)
     if run_projector:
-        projector = Projector(settings=settings, clickhouse=clickhouse)
+        projector = Projector(settings=settings, clickhouse=clickhouse, status_cache=statuses)
         projector.start()
         stack.callback(projector.stop)
         probe.projector = projector

@@ -55,6 +55,17 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.status_reads = Counter(
+            "brigade_api_status_reads",
+            "Job status look-ups by where they were answered (memory: the embedded projector's "
+            "inserted states; clickhouse: the read model)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.status_cache_jobs = Gauge(
+            "brigade_api_status_cache_jobs", "Job states held in memory for status reads",
+            registry=self.registry,
+        )
         self.consumer_lag = Gauge(
             "brigade_api_processor_lag", "Job processor lag on the commands topic", registry=self.registry
         )

@@ -103,8 +103,9 @@ def status_body(status: JobStatus) -> JobStatusBody:
 
 async def get_job(request: Request) -> Response:
     """``GET /v1/jobs/{jobId}``."""
+    # The status body shows no result, so a large inline result need not be at hand.
     status = await ingress_of(request).require(
-        tenant_of(request.scope).tenant_id, request.path_params["jobId"]
+        tenant_of(request.scope).tenant_id, request.path_params["jobId"], with_result=False
     )
     return respond(status_body(status))
 

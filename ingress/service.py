@@ -35,6 +35,7 @@ from ingress.readiness import Readiness
 from ingress.tenants import Tenant
 from ingress.waiters import EventTail, WaitRegistry
 from projections.readmodel import JobEventView, JobStatus, ReadModel
+from projections.statuscache import StatusCache
 
 _SHED_RETRY_AFTER = {"soft": "5", "hard": "10"}
 _FALLBACK_POLL_S = 1.0
@@ -101,6 +102,9 @@ class Ingress:
         self.waits = WaitRegistry(per_tenant=settings.api.max_waits_per_tenant, total=settings.api.max_waits)
         self.tail: EventTail | None = None
         self.readiness: Readiness | None = None
+        self.statuses: StatusCache | None = None  # set when this process runs the projector
+        self._from_memory = metrics.status_reads.labels("memory")
+        self._from_clickhouse = metrics.status_reads.labels("clickhouse")
         self.produce_timeout_s = 15.0
 
     def required_topics(self) -> list[str]:
@@ -246,12 +250,27 @@ class Ingress:
 
     # ---- reads ------------------------------------------------------------------------
 
-    async def job_status(self, tenant_id: str, job_id: str) -> JobStatus | None:
-        """The projected status, else what this process published a moment ago, else None."""
+    async def job_status(self, tenant_id: str, job_id: str, *, with_result: bool = True) -> JobStatus | None:
+        """The projected status, else what this process published a moment ago, else None.
+
+        Answered from memory when the embedded projector inserted the job's state and still
+        owns its partition (no thread hop, no query), else by the read model. Pass
+        ``with_result=False`` where the result is not shown: a large inline result is not
+        held in memory, and only reads that need it must go to ClickHouse for it.
+        """
+        if self.statuses is not None:
+            cached = self.statuses.get(tenant_id, job_id, with_result=with_result)
+            if cached is not None:
+                self._from_memory.inc()
+                return cached
         if self.read_model is not None:
+            self._from_clickhouse.inc()
             status = await run_in_threadpool(self.read_model.job, tenant_id, job_id)
             if status is not None:
                 return status
+        return self._just_published(tenant_id, job_id)
+
+    def _just_published(self, tenant_id: str, job_id: str) -> JobStatus | None:
         recent = self.ledger.get(tenant_id, job_id)
         if recent is None:
             return None
@@ -266,9 +285,9 @@ class Ingress:
             priority=recent.priority,
         )
 
-    async def require(self, tenant_id: str, job_id: str) -> JobStatus:
-        """The job's status, or 404."""
-        status = await self.job_status(tenant_id, job_id)
+    async def require(self, tenant_id: str, job_id: str, *, with_result: bool = True) -> JobStatus:
+        """The job's status, or 404 (``with_result``: see :meth:`job_status`)."""
+        status = await self.job_status(tenant_id, job_id, with_result=with_result)
         if status is None:
             raise not_found(job_id)
         return status

@@ -34,6 +34,7 @@ from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from projections.logread import position
 from projections.migrations import apply_migrations
+from projections.statuscache import StatusCache
 from projections.types import ClickHouse
 from projections.writer import LogRecord, ProjectionWriter, WriteStats, stored_offsets
 
@@ -69,12 +70,15 @@ class Projector:
         cache_size: int = 50_000,
         after_insert: Callable[[WriteStats], None] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        status_cache: StatusCache | None = None,
     ) -> None:
         """Create a projector; nothing connects until :meth:`start` or :meth:`run_forever`.
 
         ``after_insert`` runs after a batch is inserted and before its offsets are
         committed (tests use it to die at exactly that point). ``consumer_config``
         overrides librdkafka settings (e.g. a shorter ``session.timeout.ms``).
+        ``status_cache`` receives the states this projector inserts, for status reads from
+        memory; it is emptied when the loop starts and stops and as partitions are revoked.
         """
         if batch_size < 1 or batch_ms <= 0:
             raise ValueError("batch_size must be >= 1 and batch_ms > 0")
@@ -86,7 +90,8 @@ class Projector:
         self._batch_s = batch_ms / 1000.0
         self._after_insert = after_insert
         self._consumer_config = consumer_config or {}
-        self._writer = ProjectionWriter(clickhouse, cache_size=cache_size)
+        self._statuses = status_cache
+        self._writer = ProjectionWriter(clickhouse, cache_size=cache_size, listener=status_cache)
         self._pending: list[LogRecord] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,15 +131,23 @@ class Projector:
         apply_migrations(self._ch)
         consumer = make_consumer(self._settings, self._group, **self._consumer_config)
         self._consumer = consumer
+        self._forget_statuses()  # a restarted projector knows nothing it has not inserted itself
         try:
-            consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            # A lost assignment (the group moved on without us) is handled as a revoke.
+            consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                               on_lost=self._on_revoke)
             while not self._stop.is_set():
                 self._collect(consumer)
                 self._flush(consumer)
                 self._measure_lag(consumer)
         finally:
+            self._forget_statuses()
             self._consumer = None
             consumer.close()
+
+    def _forget_statuses(self) -> None:
+        if self._statuses is not None:
+            self._statuses.clear()
 
     def _run_captured(self) -> None:
         try:
@@ -210,6 +223,9 @@ class Projector:
             if remaining <= 0:
                 return
             messages = consumer.consume(self._batch_size - len(self._pending), timeout=remaining)
+            if self._statuses is not None:
+                # Rebalance callbacks ran inside consume(): the assignment the cache reflects is current.
+                self._statuses.renew()
             for message in messages:
                 self._take(message)
             if self._pending and deadline is None:
@@ -285,6 +301,9 @@ class Projector:
         # Insert what we hold before another member resumes from ClickHouse's offsets.
         self._flush(consumer)
         revoked = {tp.partition for tp in partitions}
+        if self._statuses is not None:
+            # Before the partitions move: their next owner's inserts would make these stale.
+            self._statuses.drop_partitions(revoked)
         with self._progress:
             for partition in revoked:
                 self._positions.pop(partition, None)

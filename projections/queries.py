@@ -55,7 +55,7 @@ class ClickHouseReadModel:
     def job(self, tenant_id: str, job_id: str) -> JobStatus | None:
         """The job's latest state, or None when unknown to this tenant."""
         rows = self._ch.query_dicts(_JOB_LOOKUP, {"tenant": tenant_id, "job": job_id})
-        return _status(rows[0]) if rows else None
+        return status_from_row(rows[0]) if rows else None
 
     def events(self, tenant_id: str, job_id: str) -> list[JobEventView]:
         """The job's lifecycle events in order; empty when unknown to this tenant."""
@@ -105,7 +105,7 @@ class ClickHouseReadModel:
             "ORDER BY created_at DESC, job_id DESC LIMIT {limit:UInt32}",
             params,
         )
-        jobs = [_status(row) for row in rows[:limit]]
+        jobs = [status_from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         return JobPage(jobs=jobs, next_cursor=encode_cursor(jobs[-1]) if more and jobs else None)
 
@@ -130,7 +130,8 @@ class ClickHouseReadModel:
         )
 
 
-def _status(row: dict[str, Any]) -> JobStatus:
+def status_from_row(row: dict[str, Any]) -> JobStatus:
+    """A ``jobs`` row (``{column: value}``) as the read model answers it."""
     return JobStatus(
         job_id=row["job_id"], tenant_id=row["tenant_id"], status=row["status"],
         attempts=int(row["attempts"]), created_at=row["created_at"], updated_at=row["updated_at"],

@@ -27,9 +27,9 @@ from __future__ import annotations
 import base64
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from brigade.errors import DecodeError, Skip
 from processors.lifecycle import IllegalTransition
@@ -59,6 +59,18 @@ class LogRecord(NamedTuple):
     offset: int
     value: bytes
     key: bytes | None = None
+
+
+class InsertListener(Protocol):
+    """Told about each batch's job states around their insert (the API's status cache)."""
+
+    def inserting(self, job_ids: Collection[str]) -> None:
+        """These jobs' rows are about to be inserted (they may be in ClickHouse after a failure too)."""
+        ...
+
+    def inserted(self, states: Mapping[str, Tracked], partitions: Mapping[str, int]) -> None:
+        """The insert returned: ClickHouse now holds these states (``partitions``: each job's)."""
+        ...
 
 
 @dataclass
@@ -98,15 +110,17 @@ class ProjectionWriter:
     """
 
     def __init__(
-        self, clickhouse: ClickHouse, *, cache_size: int = 50_000, codec: Codec | None = None
+        self, clickhouse: ClickHouse, *, cache_size: int = 50_000, codec: Codec | None = None,
+        listener: InsertListener | None = None,
     ) -> None:
-        """``cache_size`` bounds the per-job states kept in memory (LRU)."""
+        """``cache_size`` bounds the per-job states kept in memory (LRU); ``listener`` hears of inserts."""
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self._ch = clickhouse
         self._codec = codec or Codec()
         self._cache: OrderedDict[str, Tracked] = OrderedDict()
         self._cache_size = cache_size
+        self._listener = listener
         self.stats = WriteStats()
 
     def projected(self, job_id: str) -> Tracked | None:
@@ -126,14 +140,20 @@ class ProjectionWriter:
         states = self._load(lifecycle)
         events = Columns(EVENT_COLUMNS)
         latest: dict[str, Tracked] = {}
+        partitions: dict[str, int] = {}
         for record, event in lifecycle:
             folded = self._fold_one(states, event, stats)
             if folded is None:
                 continue
             tracked, measures = folded
             latest[tracked.job.job_id] = tracked
+            partitions[tracked.job.job_id] = record.partition
             events.add(event_values(tracked, measures, event, record.value, record.partition, record.offset))
+        if self._listener is not None:
+            self._listener.inserting(latest.keys())
         self._insert(latest.values(), circuits, events, stats)
+        if self._listener is not None:
+            self._listener.inserted(latest, partitions)
         for job_id, tracked in latest.items():
             self._remember(job_id, tracked)
         for record in batch:
