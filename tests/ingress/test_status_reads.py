@@ -112,7 +112,9 @@ def _clickhouse_body(clickhouse: ClickHouse, tenant: str, job_id: str) -> dict[s
     return body
 
 
-def test_a_finished_job_is_read_from_memory_and_agrees_with_clickhouse(api: Api, clickhouse: ClickHouse) -> None:
+def test_a_finished_job_is_read_from_memory_and_agrees_with_clickhouse(
+    api: Api, clickhouse: ClickHouse
+) -> None:
     # Given a job whose terminal event the API's projector has inserted
     job_id = _job(api)
     # When its status and result are read
