@@ -4,7 +4,8 @@ The API runs as ``brigade api`` (a real uvicorn socket, its embedded projector o
 against a real broker (an embedded one on free ports unless ``--bootstrap`` names one).
 Succeeded jobs' events (4 each) are produced to ``brigade.job-events`` and folded by the
 API's own projector: first ``--evicted`` jobs, then ``--jobs`` more, with the status cache
-sized ``--jobs``, so the first ones were inserted into ClickHouse and then evicted from memory.
+sized ``--jobs`` plus ``--headroom`` (filler jobs projected in between, then the load's new
+jobs, take that room), so the first ones were inserted into ClickHouse and then evicted.
 Reads of the last jobs are answered from memory, reads of the first ones by ClickHouse: the
 two paths of one endpoint, one process, one run. Each round measures both, quiet and while
 another process produces ``--load-rate`` new events per second (the projector inserting
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> None:
     """Broker, API, 100,000 projected jobs, then the alternating rounds; emit the table."""
     with tempfile.TemporaryDirectory() as tmp, _broker(args.bootstrap, Path(tmp)) as bootstrap:
         settings, env = _settings(bootstrap, Path(tmp) / "data")
-        env["BRIGADE_API__STATUS_CACHE_JOBS"] = str(args.jobs)
+        env["BRIGADE_API__STATUS_CACHE_JOBS"] = str(args.jobs + args.headroom)
         store = TenantStore.from_settings(settings)
         key = store.add(_TENANT, requests_per_second=1e9, jobs_per_second=1e9)[1]
         port = free_port()
@@ -221,12 +222,15 @@ def _scenario(api: Api, port: int, settings: Settings,
     started = time.monotonic()
     _produce(settings, ids["clickhouse"])
     _wait_projected(api, ids["clickhouse"])
+    # The filler pushes the old jobs out of memory, and is pushed out in turn by the load's
+    # new jobs, so that the measured jobs stay in memory throughout.
+    _produce(settings, _ids("filler", args.headroom))
     _produce(settings, ids["memory"])
     projected_s = _wait_projected(api, ids["memory"]) + time.monotonic() - started
     phases: list[tuple[str, str, dict[str, Any]]] = []
     for index in range(args.rounds):
         phases += _round(api, port, ids, args, bool(index % 2), settings)
-    facts = {"projected_jobs": args.jobs + args.evicted, "projection_s": round(projected_s, 1),
+    facts = {"projected_jobs": args.jobs + args.evicted + args.headroom, "cache_jobs": args.jobs + args.headroom, "projection_s": round(projected_s, 1),
              "load_rate_events_per_s": args.load_rate, "connections": args.connections,
              "load_average_after": os.getloadavg()}
     return _rows(phases), facts
@@ -274,6 +278,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("BRIGADE_BENCH_BOOTSTRAP"))
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs answered from memory")
     parser.add_argument("--evicted", type=int, default=10_000, help="older jobs answered by ClickHouse")
+    parser.add_argument("--headroom", type=int, default=40_000,
+                        help="cache room beyond --jobs for the new jobs the load inserts")
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=4)
