@@ -230,7 +230,8 @@ def _scenario(api: Api, port: int, settings: Settings,
     phases: list[tuple[str, str, dict[str, Any]]] = []
     for index in range(args.rounds):
         phases += _round(api, port, ids, args, bool(index % 2), settings)
-    facts = {"projected_jobs": args.jobs + args.evicted + args.headroom, "cache_jobs": args.jobs + args.headroom, "projection_s": round(projected_s, 1),
+    facts = {"projected_jobs": args.jobs + args.evicted + args.headroom,
+             "cache_jobs": args.jobs + args.headroom, "projection_s": round(projected_s, 1),
              "load_rate_events_per_s": args.load_rate, "connections": args.connections,
              "load_average_after": os.getloadavg()}
     return _rows(phases), facts
