@@ -12,6 +12,7 @@ BENCHMARKS = (
     "bench.bench_projections",
     "bench.bench_ingress",
     "bench.bench_waits",
+    "bench.bench_lookups",
     "bench.bench_model",
     "bench.bench_workers",
     "bench.bench_stack",
