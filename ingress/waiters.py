@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -186,11 +187,33 @@ class EventTail:
         self._thread = threading.Thread(target=self._run, name="job-event-tail", daemon=True)
 
     def start(self) -> None:
-        """Assign every partition at its end, then tail in the background."""
+        """Assign every partition at its end as it is now, then tail in the background.
+
+        The end is read here rather than left to ``OFFSET_END``, which the client resolves only
+        at its first fetch: an event written in between (a job finishing just after the API
+        started, seconds later on a loaded machine) was never seen, and its waiters waited out
+        their whole timeout.
+        """
         metadata = self._consumer.list_topics(self.topic, timeout=10.0)
         partitions = metadata.topics[self.topic].partitions
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in partitions])
+        self._consumer.assign([TopicPartition(self.topic, p, self._end_of(p)) for p in partitions])
         self._thread.start()
+
+    def _end_of(self, partition: int, *, deadline_s: float = 30.0) -> int:
+        # A partition without a leader yet (a broker just restarted) answers with an error:
+        # asking again until it has one keeps the position exact.
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=10.0)
+                return int(high)
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    log.warning("end of %s[%d] unknown (%s): tailing from the end at the first fetch",
+                                self.topic, partition, exc)
+                    return OFFSET_END
+                time.sleep(0.2)
 
     def stop(self) -> None:
         """Stop tailing and close the consumer."""

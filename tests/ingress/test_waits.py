@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,9 +21,10 @@ from ingress.app import create_app
 from ingress.producer import CommandPublisher
 from ingress.service import Ingress
 from ingress.tenants import TenantStore
-from ingress.waiters import next_messages
+from ingress.waiters import EventTail, WaitRegistry, next_messages
 from projections.readmodel import JobStatus
 from schemas import records as r
+from schemas.codec import Codec
 from tests.ingress.support import (
     MemoryReadModel,
     StandInProcessor,
@@ -178,3 +180,35 @@ def test_the_event_tail_hands_over_a_message_without_waiting_for_a_full_batch(
         assert [m.value() for m in got] == [b"one event"]
     finally:
         consumer.close()
+
+
+def test_the_tail_sees_an_event_written_before_its_first_fetch(settings: Settings, topics: Topology) -> None:
+    # The contract of EventTail.start. It does not reproduce the race it closes (the client
+    # resolves an OFFSET_END position in the background within milliseconds here; in a loaded
+    # CI run with partition leaders moving it resolved only after an event had been written):
+    # it holds the position fixed at start, which the fix guarantees and the old code did not.
+    # Given a tail started (partitions assigned) whose thread has not fetched anything yet
+    async def scenario() -> Any:
+        registry = WaitRegistry(per_tenant=10, total=10)
+        tail = EventTail(settings=settings, registry=registry, loop=asyncio.get_running_loop())
+        fetching = tail._thread
+        tail._thread = threading.Thread(target=lambda: None)  # the assignment only
+        tail.start()
+        try:
+            # When a job finishes before that first fetch
+            envelope = r.Envelope(event_id="e-tail", job_id="tail-job", tenant_id="t",
+                                  occurred_at=datetime.now(UTC), sequence=9)
+            done = r.JobSucceeded(envelope=envelope, attempt=1, model="m", latency_ms=1.0,
+                                  result_inline='{"embedding":[1.0]}')
+            producer = make_producer(settings)
+            producer.produce(topics.job_events, key=b"tail-job", value=Codec().encode(done))
+            assert producer.flush(30) == 0
+            tail._thread = fetching
+            fetching.start()
+            # Then its waiter is answered by the event, not by its timeout
+            return await registry.wait("tail-job", 60)
+        finally:
+            tail.stop()
+
+    terminal = asyncio.run(scenario())
+    assert terminal is not None and terminal.status == "succeeded"
