@@ -44,7 +44,7 @@ def record_reader(
     Raises:
         Unsupported: a type, logical type or union shape that is not covered.
     """
-    return _record(schema, "", _Context(classes, avro_name))
+    return _record(schema, "", SchemaContext(classes, avro_name))
 
 
 def _long(data: bytes, pos: int) -> tuple[int, int]:
@@ -100,7 +100,9 @@ def _timestamp_micros(data: bytes, pos: int) -> tuple[datetime, int]:
     return _EPOCH + timedelta(microseconds=micros), pos
 
 
-class _Context(NamedTuple):
+class SchemaContext(NamedTuple):
+    """What a schema walk (this module's readers, ``schemas.encoders``' writers) needs."""
+
     classes: Mapping[str, type]
     avro_name: Callable[[str], str]
 
@@ -111,7 +113,7 @@ _PRIMITIVES: dict[str, Read] = {
 }
 
 
-def _reader(kind: Any, namespace: str, context: _Context) -> Read:
+def _reader(kind: Any, namespace: str, context: SchemaContext) -> Read:
     if isinstance(kind, list):
         return _union(kind, namespace, context)
     if isinstance(kind, str):
@@ -135,7 +137,7 @@ def _reader(kind: Any, namespace: str, context: _Context) -> Read:
     return _reader(base, namespace, context)  # {"type": "string"} and the like
 
 
-def _union(branches: list[Any], namespace: str, context: _Context) -> Read:
+def _union(branches: list[Any], namespace: str, context: SchemaContext) -> Read:
     if len(branches) != 2 or "null" not in branches:
         raise Unsupported(f"union {branches!r}")
     null_index = branches.index("null")
@@ -198,7 +200,7 @@ def _map(read_value: Read) -> Read:
     return read_map
 
 
-def _record(schema: Mapping[str, Any], namespace: str, context: _Context) -> Read:
+def _record(schema: Mapping[str, Any], namespace: str, context: SchemaContext) -> Read:
     namespace = schema.get("namespace", namespace)
     full_name = schema["name"] if "." in schema["name"] else f"{namespace}.{schema['name']}".lstrip(".")
     cls = context.classes.get(full_name)

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from struct import Struct
-from typing import Any, NamedTuple
+from typing import Any
 
-from schemas.decoders import Unsupported
+from schemas.decoders import SchemaContext, Unsupported
 
 Write = Callable[[Any], bytes]
 """Encodes one value to its Avro binary form."""
@@ -46,7 +46,7 @@ def record_writer(
     Raises:
         Unsupported: a type, logical type or union shape that is not covered.
     """
-    return _record(schema, "", _Context(classes, avro_name))
+    return _record(schema, "", SchemaContext(classes, avro_name))
 
 
 def _long(value: int) -> bytes:
@@ -116,18 +116,13 @@ def _last_timestamp() -> Write:
     return write_timestamp
 
 
-class _Context(NamedTuple):
-    classes: Mapping[str, type]
-    avro_name: Callable[[str], str]
-
-
 _PRIMITIVES: dict[str, Write] = {
     "null": _null, "boolean": _boolean, "int": _long, "long": _long, "float": _float,
     "double": _double, "string": _string, "bytes": _bytes,
 }
 
 
-def _writer(kind: Any, namespace: str, context: _Context) -> Write:
+def _writer(kind: Any, namespace: str, context: SchemaContext) -> Write:
     if isinstance(kind, list):
         return _union(kind, namespace, context)
     if isinstance(kind, str):
@@ -151,7 +146,7 @@ def _writer(kind: Any, namespace: str, context: _Context) -> Write:
     return _writer(base, namespace, context)  # {"type": "string"} and the like
 
 
-def _union(branches: list[Any], namespace: str, context: _Context) -> Write:
+def _union(branches: list[Any], namespace: str, context: SchemaContext) -> Write:
     if len(branches) != 2 or "null" not in branches:
         raise Unsupported(f"union {branches!r}")
     null_index = branches.index("null")
@@ -206,7 +201,7 @@ def _map(write_value: Write) -> Write:
     return write_map
 
 
-def _record(schema: Mapping[str, Any], namespace: str, context: _Context) -> Write:
+def _record(schema: Mapping[str, Any], namespace: str, context: SchemaContext) -> Write:
     namespace = schema.get("namespace", namespace)
     full_name = schema["name"] if "." in schema["name"] else f"{namespace}.{schema['name']}".lstrip(".")
     cls = context.classes.get(full_name)
