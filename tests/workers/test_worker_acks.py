@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,11 @@ from brigade.kafka.clients import make_admin, make_consumer
 from brigade.kafka.topology import Topology
 from brigade.settings import LaneSettings, PoolSettings, Settings, TopicSettings
 from workers.app import app_id
-from workers.emulator import EmulatorConfig, create_emulator_app
 
 from .gated_model import HoldingModel
 from .kafka_harness import StandInProcessor, WorkerProcess, make_spec
-from .uvicorn_server import serve
 
 MODEL = "emulated-minilm"
-
-
-@pytest.fixture
-def holding() -> Iterator[tuple[HoldingModel, str]]:
-    model = HoldingModel(create_emulator_app(EmulatorConfig(batch_latency_ms=1, item_latency_ms=0.1)),
-                         marker=b"slow")
-    with serve(model) as url:
-        yield model, url
 
 
 def committed(settings: Settings, group: str, topic: str) -> int:

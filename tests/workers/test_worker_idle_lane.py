@@ -11,23 +11,13 @@ from brigade.kafka import topology
 from brigade.kafka.clients import make_admin
 from brigade.kafka.topology import Topology
 from brigade.settings import LaneSettings, PoolSettings, Settings
-from workers.emulator import EmulatorConfig, create_emulator_app
 
 from .gated_model import HoldingModel
 from .kafka_harness import StandInProcessor, WorkerProcess, make_spec
-from .uvicorn_server import serve
 
 MODEL = "emulated-minilm"
 # Far longer than any wait below: a batch that closes did so by the idle rule or by size.
 WINDOW_MS = 600_000
-
-
-@pytest.fixture
-def holding() -> Iterator[tuple[HoldingModel, str]]:
-    model = HoldingModel(create_emulator_app(EmulatorConfig(batch_latency_ms=1, item_latency_ms=0.1)),
-                         marker=b"slow")
-    with serve(model) as url:
-        yield model, url
 
 
 @pytest.fixture
