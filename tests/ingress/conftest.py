@@ -14,6 +14,7 @@ from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from ingress.app import create_app
 from ingress.tenants import TenantStore
+from projections.backends import connect
 from tests.ingress.support import HAVE_CLICKHOUSE_READ_MODEL, MemoryReadModel, StandInProcessor, serve
 
 
@@ -30,6 +31,18 @@ class Api:
         """An httpx client authenticated as ``tenant``."""
         headers = {"Authorization": f"Bearer {self.keys[tenant]}"} if tenant else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def as_owner(self, sql: str) -> None:
+        """Run ``sql`` on the API's tables as their owner.
+
+        The operator endpoint is read-only; this is a session of the test's own (the API
+        serves from this process, and chDB shares one data directory per process).
+        """
+        clickhouse = connect(self.settings.clickhouse_url)
+        try:
+            clickhouse.execute(sql)
+        finally:
+            clickhouse.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from brigade.endpoints import ADMIN_CLICKHOUSE_PATH, operator_token_path
-from projections.backends import connect
 from schemas import records as r
 from tests.ingress.conftest import Api
 from tests.ingress.support import HAVE_CLICKHOUSE_READ_MODEL, wait_until
@@ -28,16 +27,6 @@ def _post_operator(api: Api, sql: str) -> httpx.Response:
 def _operator(api: Api, sql: str) -> None:
     response = _post_operator(api, sql)
     assert response.status_code == 204, response.text
-
-
-def _as_owner(api: Api, sql: str) -> None:
-    # The operator endpoint is read-only; the test reaches the tables through a session of its
-    # own (the API serves from this process, and chDB shares one data directory per process).
-    clickhouse = connect(api.settings.clickhouse_url)
-    try:
-        clickhouse.execute(sql)
-    finally:
-        clickhouse.close()
 
 
 def _ready(api: Api) -> tuple[int, dict[str, Any]]:
@@ -67,7 +56,7 @@ def test_projector_retries_past_failed_inserts_and_reports_them(api: Api) -> Non
     refused = _post_operator(api, "SET max_threads = 1")
     assert refused.status_code == 400 and "readonly" in refused.text.lower(), refused.text
     # And the projector's table gone for a while, so every insert fails
-    _as_owner(api, "RENAME TABLE brigade.job_events TO brigade.job_events_away")
+    api.as_owner("RENAME TABLE brigade.job_events TO brigade.job_events_away")
     spec = r.JobSpec(job_id=str(uuid.uuid4()), tenant_id="acme", payload_sha256="x",
                      created_at=datetime.now(UTC), input='"hi"')
     api.processor.submitted(spec)
@@ -81,7 +70,7 @@ def test_projector_retries_past_failed_inserts_and_reports_them(api: Api) -> Non
     assert int(checks["projector_lag"]) >= 2
     assert _metric(api, "brigade_projector_up") == 1 and _metric(api, "brigade_projector_retrying") == 1
     # And once the table is back, the same batch goes in, on the projector's own database
-    _as_owner(api, "RENAME TABLE brigade.job_events_away TO brigade.job_events")
+    api.as_owner("RENAME TABLE brigade.job_events_away TO brigade.job_events")
     wait_until(lambda: _ready(api)[1].get("projector") == "ok" and _ready(api)[1]["projector_lag"] == "0",
                timeout_s=120)
     with api.client("acme") as client:

@@ -175,14 +175,6 @@ def test_a_large_inline_result_is_not_held_in_memory(api: Api) -> None:
     assert result.json() == {"jobId": job_id, "output": json.loads(big)}
 
 
-def _as_owner(api: Api, sql: str) -> None:
-    clickhouse = connect(api.settings.clickhouse_url)
-    try:
-        clickhouse.execute(sql)
-    finally:
-        clickhouse.close()
-
-
 def test_memory_never_answers_older_than_clickhouse_while_an_insert_half_failed(
     api: Api, clickhouse: ClickHouse
 ) -> None:
@@ -193,7 +185,7 @@ def test_memory_never_answers_older_than_clickhouse_while_an_insert_half_failed(
     _emit(api, events[:3])
     wait_until(lambda: _in_memory(api, "acme", job_id, "running"), timeout_s=60)
     # And job_events gone, so the next batch's `jobs` insert lands and its `job_events` insert fails
-    _as_owner(api, "RENAME TABLE brigade.job_events TO brigade.job_events_away")
+    api.as_owner("RENAME TABLE brigade.job_events TO brigade.job_events_away")
     try:
         _emit(api, events[3:])
         wait_until(lambda: ClickHouseReadModel(clickhouse).job("acme", job_id).status == "succeeded",  # type: ignore[union-attr]
@@ -203,6 +195,6 @@ def test_memory_never_answers_older_than_clickhouse_while_an_insert_half_failed(
         # Then ClickHouse answers (succeeded), not the older state memory held
         assert response.json()["status"] == "succeeded" and sources == {"memory": 0, "clickhouse": 1}
     finally:
-        _as_owner(api, "RENAME TABLE brigade.job_events_away TO brigade.job_events")
+        api.as_owner("RENAME TABLE brigade.job_events_away TO brigade.job_events")
     # And once the batch goes in, memory answers again, with the new state
     wait_until(lambda: _in_memory(api, "acme", job_id), timeout_s=120)
