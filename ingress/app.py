@@ -37,6 +37,7 @@ from projections.readmodel import ReadModel
 from projections.statuscache import StatusCache
 
 log = logging.getLogger(__name__)
+BULK_LINGER_MS = 2  # how long a batch request's burst of commands may gather before it is sent
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -95,10 +96,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            timeout_ms = int(produce_timeout_s * 1000)
+            # One job per request: sent at once (a linger would be added to every interactive
+            # job's latency). A batch request: its items are produced in one burst, and the
+            # linger packs them into a few large produce requests.
             ingress.publisher = CommandPublisher(
-                settings=settings, **{"message.timeout.ms": int(produce_timeout_s * 1000)}
+                settings=settings, **{"message.timeout.ms": timeout_ms, "linger.ms": 0}
             )
             stack.callback(ingress.publisher.close, 10.0)
+            ingress.bulk_publisher = CommandPublisher(
+                settings=settings, **{"message.timeout.ms": timeout_ms, "linger.ms": BULK_LINGER_MS}
+            )
+            stack.callback(ingress.bulk_publisher.close, 10.0)
             ingress.lag = LagMonitor(
                 settings=settings,
                 group=lag_group or Topology(settings).processor_group,

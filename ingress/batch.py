@@ -125,8 +125,8 @@ async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None
         if item.job is not None and item.job.offload is not None:
             await _offload(ingress, tenant, item)
     jobs = [item for item in items if item.job is not None]
-    assert ingress.publisher is not None, "the lifespan attaches the publisher"
-    outcomes = await ingress.publisher.publish_many_async(
+    assert ingress.bulk_publisher is not None, "the lifespan attaches the publishers"
+    outcomes = await ingress.bulk_publisher.publish_many_async(
         [(i.job.command(), i.job.job_id) for i in jobs if i.job], timeout_s=ingress.produce_timeout_s
     )
     stored = []

@@ -92,7 +92,8 @@ class Ingress:
         self.settings = settings
         self.metrics = metrics
         self.read_model = read_model
-        self.publisher: CommandPublisher | None = None
+        self.publisher: CommandPublisher | None = None  # single jobs and cancels
+        self.bulk_publisher: CommandPublisher | None = None  # items of batch requests
         self.lag: LagMonitor | None = None
         self.limiter = RateLimiter()
         self.ledger = Ledger()
