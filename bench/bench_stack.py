@@ -18,16 +18,23 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from bench.bench_celery import celery_jobs_per_second
-from bench.budget import CpuPhase, hop_rows, record_times
+from bench.budget import CpuPhase, hop_rows, model_calls, record_times
 from bench.report import emit, percentile
 from bench.stack import EMULATED, RunningStack, embedded_stack
+from brigade.kafka.clients import make_consumer
+from brigade.kafka.topology import Topology
 from ingress.client import Client
 from ingress.producer import JobProducer
 from projections.backends import open_clickhouse
+from schemas.codec import Codec
+from schemas.records import JobSucceeded
 
 
 def _succeeded(stack: RunningStack) -> int:
@@ -39,10 +46,52 @@ def _succeeded(stack: RunningStack) -> int:
     return int(rows[0][0])
 
 
+class TerminalCounter:
+    """Counts ``JobSucceeded`` records written to job-events after it was made.
+
+    The benchmark waits on this first and asks ClickHouse only at the end: a ``FINAL`` count
+    every 250 ms for the whole run cost the load generator, on the stack's two cores, ~35 ms
+    of CPU a poll (a tenth of a no-op job's budget, more for longer runs).
+    """
+
+    def __init__(self, stack: RunningStack) -> None:
+        topic = Topology(stack.settings).job_events
+        self._consumer = make_consumer(stack.settings, f"bench-drain-{uuid.uuid4().hex[:8]}")
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        # Explicit end offsets, read now: OFFSET_END would be resolved at the first fetch,
+        # after records of this run may already be written.
+        ends = {p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+        self._consumer.assign([TopicPartition(topic, p, end) for p, end in ends.items()])
+        self._codec = Codec()
+        self.seen = 0
+
+    def wait_for(self, count: int, deadline: float) -> None:
+        """Block until ``count`` successes were written, or raise ``TimeoutError`` at ``deadline``."""
+        while self.seen < count:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"only {self.seen} of {count} jobs succeeded on the log")
+            for message in self._consumer.consume(1000, timeout=0.5):
+                value = message.value()
+                if message.error() is None and value is not None and self._is_success(value):
+                    self.seen += 1
+
+    def _is_success(self, value: bytes) -> bool:
+        kind = self._codec.record_type(value)
+        if kind is None:  # a header not met yet: decoding it once teaches the codec
+            kind = type(self._codec.decode(value))
+        return kind is JobSucceeded
+
+    def close(self) -> None:
+        """Leave the broker."""
+        self._consumer.close()
+
+
 def _submit_and_drain(stack: RunningStack, texts: list[str], *, model_hint: str | None,
                       timeout_s: float) -> float:
-    """Submit ``texts`` through the SDK (batch lane) and return seconds until all succeeded."""
+    """Submit ``texts`` through the SDK (batch lane) and return seconds until all are projected."""
     baseline = _succeeded(stack)
+    counter = TerminalCounter(stack)
     started = time.perf_counter()
     with JobProducer(settings=stack.settings, tenant_id=stack.tenant_id) as producer:
         body: dict[str, Any] = {"priority": "batch"}
@@ -53,10 +102,14 @@ def _submit_and_drain(stack: RunningStack, texts: list[str], *, model_hint: str 
         for future in futures:
             future.result(60)
     deadline = started + timeout_s
-    while _succeeded(stack) < baseline + len(texts):
+    try:
+        counter.wait_for(len(texts), deadline)
+    finally:
+        counter.close()
+    while _succeeded(stack) < baseline + len(texts):  # then projected: the projector's window
         if time.perf_counter() > deadline:
-            raise TimeoutError(f"only {_succeeded(stack) - baseline} of {len(texts)} jobs succeeded")
-        time.sleep(0.25)
+            raise TimeoutError(f"only {_succeeded(stack) - baseline} of {len(texts)} jobs projected")
+        time.sleep(0.05)
     return time.perf_counter() - started
 
 
@@ -127,10 +180,21 @@ def batching_efficiency(embeddings: int, run_id: str) -> dict[str, Any]:
     with embedded_stack(model_server=True) as stack:
         # Distinct warm-up texts: a repeated text would be the same job (same payload hash).
         _submit_and_drain(stack, [f"warm-up {text}" for text in texts[:64]], model_hint=None, timeout_s=300)
+        model_url = stack.settings.pools["default"].endpoint.rstrip("/").removesuffix("/v1")
+        calls_before = model_calls(model_url)
+        cpu = CpuPhase(stack.home)
+        cpu.start()
         seconds = _submit_and_drain(stack, texts, model_hint=None, timeout_s=900)
+        budget = cpu.rows(embeddings)
+        calls = model_calls(model_url) - calls_before
+    emit("stack-batching-budget", f"(c) CPU per embedding by process ({embeddings} jobs of one text, "
+         f"load before {cpu.load_before:.2f}, after {os.getloadavg()[0]:.2f})", budget,
+         extra={"load_before": cpu.load_before, "load_after": os.getloadavg()[0]})
     through = embeddings / seconds
     return {"embeddings": embeddings, "through_brigade_per_s": through, "raw_model_per_s": raw,
-            "efficiency": through / raw}
+            "efficiency": through / raw, "model_calls": calls.calls,
+            "mean_batch": calls.texts / calls.calls if calls.calls else 0.0,
+            "model_busy_share": calls.seconds / seconds}
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -108,6 +109,33 @@ class CpuPhase:
                 for role, seconds in sorted(used.items(), key=lambda kv: -kv[1])]
         rows.append({"process": "total", "cpu_s": total, "cpu_ms_per_job": total * 1000 / jobs, "share": 1.0})
         return rows
+
+
+@dataclass(frozen=True)
+class ModelCalls:
+    """What a model server reports of its model calls so far (``/metrics``)."""
+
+    calls: float
+    texts: float
+    seconds: float  # inside the model
+
+    def __sub__(self, earlier: ModelCalls) -> ModelCalls:
+        return ModelCalls(self.calls - earlier.calls, self.texts - earlier.texts,
+                          self.seconds - earlier.seconds)
+
+
+def model_calls(base_url: str) -> ModelCalls:
+    """Model calls, texts and seconds inside the model of the built-in model server at ``base_url``."""
+    values: dict[str, float] = {}
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("brigade_model_batch_size_count", "brigade_model_batch_size_sum",
+                        "brigade_model_inference_seconds_sum"):
+                values[name] = float(value)
+    return ModelCalls(values.get("brigade_model_batch_size_count", 0.0),
+                      values.get("brigade_model_batch_size_sum", 0.0),
+                      values.get("brigade_model_inference_seconds_sum", 0.0))
 
 
 # ---------------------------------------------------------------------------------------
