@@ -45,6 +45,10 @@ class _Item:
     job_id: str | None = None
     duplicate: bool = False
     error: ErrorDetail | None = None
+    # An earlier item of the same request with the same job: this one is answered as that
+    # one's publish turns out, once it is known (a 200 before it would promise a job the
+    # log may never hold).
+    follows: _Item | None = None
 
     def answer(self, status: int, job_id: str | None, *, duplicate: bool = False) -> None:
         """Answer the item without an error."""
@@ -94,6 +98,7 @@ def _prepare(ingress: Ingress, tenant: Tenant, item: _Item, request: JobRequest,
 async def _admit(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
     """``Ingress.admit`` for each prepared item, in order; a later repeat sees the earlier item."""
     seen: dict[str, str] = {}
+    first: dict[str, _Item] = {}  # job id -> the item of this request that publishes it
     for item in items:
         if item.job is None:
             continue
@@ -103,11 +108,16 @@ async def _admit(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
             _fail(item, error)
             continue
         if repeat is not None and not repeat.publish:
-            item.answer(200, repeat.job_id, duplicate=True)
+            # A repeat of an earlier item waits for that item's publish; any other repeat
+            # is of a job already stored.
+            item.follows = first.get(repeat.job_id)
+            if item.follows is None:
+                item.answer(200, repeat.job_id, duplicate=True)
             item.job = None
         else:
             item.repeat = repeat is not None
             seen[item.job.job_id] = item.job.payload_hash
+            first[item.job.job_id] = item
 
 
 async def _offload(ingress: Ingress, tenant: Tenant, item: _Item) -> None:
@@ -138,6 +148,19 @@ async def _publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None
             stored.append(item.job)
             item.answer(200 if item.repeat else 202, item.job.job_id, duplicate=item.repeat)
     ingress.remember(tenant, stored)
+    for item in items:
+        if item.follows is not None:
+            _answer_as(item, item.follows)
+
+
+def _answer_as(item: _Item, first: _Item) -> None:
+    """Answer a repeat within the request as its first copy fared: a duplicate of a stored
+    job, or the same error when the first copy was not stored."""
+    if first.error is None and first.status in (200, 202):
+        item.answer(200, first.job_id, duplicate=True)
+    else:
+        item.answer(first.status, first.job_id)
+        item.error = first.error
 
 
 async def _admit_and_publish(ingress: Ingress, tenant: Tenant, items: list[_Item]) -> None:
