@@ -136,6 +136,14 @@ def count(ledger: Ledger, accepted: Collection[str], *, result_ok: Callable[[Log
     )
 
 
+def decided_twice_jobs(ledger: Ledger, accepted: Collection[str]) -> list[str]:
+    """The accepted jobs ``count`` counts as decided twice, sorted (to trace them)."""
+    return sorted(
+        job_id for job_id in set(accepted) if (tally := ledger.jobs.get(job_id)) is not None
+        and (len(tally.terminal()) > 1 or tally.conflicting_sequences())
+    )
+
+
 def duplicate_model_calls_pct(served: Mapping[str, int]) -> float:
     """Model answers for inputs it had already answered, as a percentage of distinct inputs.
 

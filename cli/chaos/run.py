@@ -20,17 +20,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
+from brigade.errors import BrigadeError
 from cli.chaos import ledger as lg
 from cli.chaos.faults import Injector
 from cli.chaos.observe import LogTail, emulator_stats, end_offsets, result_in_store
 from cli.chaos.receiver import Receiver
 from cli.chaos.schedule import ScheduleOptions, kinds, plan
 from cli.chaos.stack import TENANTS, ChaosStack, StackOptions, chaos_stack
+from cli.chaos.trace import trace_jobs
 from cli.chaos.workload import Submitted, Submitter, plan_jobs
 from workers.callbacks import tenant_secret
+
+TRACED = 10  # lost jobs, and jobs decided twice, whose messages the report keeps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,6 +198,7 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
         delivered = receiver.delivered()
         missing_jobs = sorted(j for j in with_callback if tail.ledger.is_terminal(j) and j not in delivered)
         undecided = sorted(tail.ledger.undecided(list(submitted.accepted)))
+        twice = lg.decided_twice_jobs(tail.ledger, submitted.accepted)
     callbacks = receiver.counts()
     report: dict[str, Any] = {
         **asdict(counts),
@@ -201,6 +207,9 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
         "callbacks_missing": missing,
         "callbacks_missing_jobs": missing_jobs[:50],
         "lost_jobs": undecided[:50],
+        "decided_twice_jobs": twice[:50],
+        # Every message about the first few of them, from every topic, while the broker is up.
+        "traces": _traces(stack, [*undecided[:TRACED], *twice[:TRACED]]),
         "callbacks_unverified": callbacks["unverified"],
         "callbacks_redelivered": callbacks["redelivered"],
         "callbacks_refused_503": callbacks["refused_503"],
@@ -223,6 +232,13 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
     }
     report["clean"] = lg.clean(report)
     return report
+
+
+def _traces(stack: ChaosStack, job_ids: list[str]) -> dict[str, list[str]]:
+    try:
+        return trace_jobs(stack.settings, job_ids)
+    except (KafkaException, BrigadeError) as exc:  # the evidence is a bonus: never lose the report
+        return {job_id: [f"not traced: {exc}"] for job_id in job_ids}
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:

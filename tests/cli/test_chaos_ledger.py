@@ -13,6 +13,7 @@ from cli.chaos.ledger import (
     callbacks_missing,
     clean,
     count,
+    decided_twice_jobs,
     duplicate_model_calls_pct,
     logged_event,
 )
@@ -70,6 +71,7 @@ def test_two_decisions_or_two_events_at_one_sequence_are_decided_twice() -> None
         ledger.add(event)
     counts = count(ledger, ["a", "b", "c"], result_ok=_all_ok)
     assert counts.decided_twice == 2
+    assert decided_twice_jobs(ledger, ["a", "b", "c"]) == ["a", "b"]  # named, to be traced
     assert counts.statuses == {"succeeded": 3}
 
 

@@ -32,8 +32,9 @@ def test_short_chaos_run_loses_nothing_and_decides_nothing_twice(tmp_path: Path)
     assert report["submitted"] == 300, summary
     # And nothing is lost, decided or written twice, missing, or projected differently from the log
     hard = {k: v for k, v in summary.items() if k != "callbacks_missing"}
-    assert report["lost"] == 0 and report["results_missing"] == 0, (hard, report["lost_jobs"])
-    assert report["decided_twice"] == 0 and report["duplicate_results"] == 0, hard
+    # (a failure shows every message about the suspect jobs: the kept stack may not survive)
+    assert report["lost"] == 0 and report["results_missing"] == 0, (hard, report["traces"])
+    assert report["decided_twice"] == 0 and report["duplicate_results"] == 0, (hard, report["traces"])
     assert report["replay_equals_live"], hard
     if report["callbacks_missing"]:
         # Open (issue 11): a worker now and then stops reading some job-events partitions after
