@@ -288,7 +288,15 @@ class JobProducer:
         self._tenant_id = tenant_id
         self._allow_private = allow_private_callbacks
         self._owns_publisher = publisher is None
-        self._publisher = publisher or CommandPublisher(settings=settings)
+        # Not idempotent, for the reason the API's producers are not (ingress/app.py: right
+        # after a broker restart the idempotent client reported commands delivered that the
+        # log never held). One request in flight keeps a job's submit and cancel in the order
+        # they were sent, which idempotence used to guarantee; a retried command may be stored
+        # twice, and the processor drops the repeat.
+        self._publisher = publisher or CommandPublisher(
+            settings=settings,
+            **{"enable.idempotence": False, "max.in.flight.requests.per.connection": 1},
+        )
         self._ledger = Ledger(capacity=remember)
         self._claims = ClaimStore(settings.object_store_url)
 
