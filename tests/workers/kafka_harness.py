@@ -10,7 +10,8 @@ import sys
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 from confluent_kafka import Message
 
 from brigade.ids import event_id
-from brigade.kafka.clients import make_producer
+from brigade.kafka import topology
+from brigade.kafka.clients import make_admin, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from schemas.codec import Codec
@@ -171,3 +173,17 @@ class StandInProcessor(ConsumerThread):
 
         return poll_until(probe, timeout_s=timeout, what=what)
 
+
+@contextmanager
+def one_worker(settings: Settings, log: Path) -> Iterator[StandInProcessor]:
+    """The topology applied, a stand-in processor and one ``brigade workers --pool p`` on
+    ``settings``; the worker is killed and the processor closed on exit."""
+    assert not topology.apply(make_admin(settings), Topology(settings).specs()).drift
+    processor = StandInProcessor(settings)
+    worker = WorkerProcess(settings, ["p"], log)
+    processor.workers.append(worker)
+    try:
+        yield processor
+    finally:
+        worker.kill()
+        processor.close()

@@ -10,14 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from brigade.kafka import topology
-from brigade.kafka.clients import make_admin
-from brigade.kafka.topology import Topology
 from brigade.settings import CallbackSettings, LaneSettings, PoolSettings, Settings
 from workers.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from workers.emulator import EmulatorConfig, create_emulator_app
 
-from .kafka_harness import StandInProcessor, WorkerProcess, make_spec
+from .kafka_harness import StandInProcessor, make_spec, one_worker
 from .test_callbacks import Receiver
 from .uvicorn_server import serve
 
@@ -58,16 +55,8 @@ def worker_settings(settings: Settings, emulator: str) -> Settings:
 
 @pytest.fixture
 def stack(worker_settings: Settings, tmp_path: Path) -> Iterator[StandInProcessor]:
-    report = topology.apply(make_admin(worker_settings), Topology(worker_settings).specs())
-    assert not report.drift
-    processor = StandInProcessor(worker_settings)
-    worker = WorkerProcess(worker_settings, ["p"], tmp_path / "worker.log")
-    processor.workers.append(worker)
-    try:
+    with one_worker(worker_settings, tmp_path / "worker.log") as processor:
         yield processor
-    finally:
-        worker.kill()
-        processor.close()
 
 
 def test_batches_results_and_signed_callbacks(

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from brigade.kafka import topology
-from brigade.kafka.clients import make_admin
-from brigade.kafka.topology import Topology
 from brigade.payloadrefs import payload_url
 from brigade.settings import LaneSettings, PoolSettings, Settings
 from workers.emulator import EmulatorConfig, create_emulator_app
 
 from .gated_model import RejectingModel
-from .kafka_harness import StandInProcessor, WorkerProcess, make_spec
+from .kafka_harness import make_spec, one_worker
 from .uvicorn_server import serve
 
 MODEL = "emulated-minilm"
@@ -39,11 +36,7 @@ def test_a_rejected_input_and_an_unreadable_payload_fail_alone(
     pool = PoolSettings(model=MODEL, endpoint=url,
                         batch=LaneSettings(max_batch_size=6, max_delay_ms=2000, token_budget=100_000))
     cfg = settings.model_copy(update={"pools": {"p": pool}, "default_pool": "p"})
-    assert not topology.apply(make_admin(cfg), Topology(cfg).specs()).drift
-    processor = StandInProcessor(cfg)
-    worker = WorkerProcess(cfg, ["p"], tmp_path / "worker.log")
-    processor.workers.append(worker)
-    try:
+    with one_worker(cfg, tmp_path / "worker.log") as processor:
         # Given a warm worker
         warm = make_spec("warm-up")
         processor.dispatcher.submit(warm, pool="p", lane="batch", model=MODEL)
@@ -71,6 +64,3 @@ def test_a_rejected_input_and_an_unreadable_payload_fail_alone(
             (failed,) = processor.of(bad.job_id, "failed")
             assert failed.error_class == "permanent" and cause in (failed.error or ""), failed.error
         assert model.rejected >= 2  # the batch, then the poison alone
-    finally:
-        worker.kill()
-        processor.close()

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from brigade.kafka import topology
-from brigade.kafka.clients import make_admin
-from brigade.kafka.topology import Topology
 from brigade.settings import LaneSettings, PoolSettings, Settings
 
 from .gated_model import HoldingModel
-from .kafka_harness import StandInProcessor, WorkerProcess, make_spec
+from .kafka_harness import StandInProcessor, make_spec, one_worker
 
 MODEL = "emulated-minilm"
 # Far longer than any wait below: a batch that closes did so by the idle rule or by size.
@@ -27,16 +24,11 @@ def stack(settings: Settings, holding: tuple[HoldingModel, str],
     lane = LaneSettings(max_batch_size=2, max_delay_ms=WINDOW_MS, close_when_idle=True)
     pool = PoolSettings(model=MODEL, endpoint=url, max_concurrency=3, timeout_s=600, interactive=lane)
     cfg = settings.model_copy(update={"pools": {"p": pool}, "default_pool": "p"})
-    assert not topology.apply(make_admin(cfg), Topology(cfg).specs()).drift
-    processor = StandInProcessor(cfg)
-    worker = WorkerProcess(cfg, ["p"], tmp_path / "worker.log")
-    processor.workers.append(worker)
-    try:
-        yield processor
-    finally:
-        model.release()
-        worker.kill()
-        processor.close()
+    with one_worker(cfg, tmp_path / "worker.log") as processor:
+        try:
+            yield processor
+        finally:
+            model.release()  # before the worker is killed: nothing stays held
 
 
 def _submit(processor: StandInProcessor, text: str) -> str:
