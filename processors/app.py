@@ -82,8 +82,8 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
     _install_timer(app, settings, processor)
 
     @table.on_recover
-    async def _rebuild_alarms() -> None:
-        processor.rebuild_alarms()
+    async def _reassigned() -> None:
+        processor.reassigned()
 
     if delay_tiers:
         _install_delay(app, DelayTiers(settings=settings, metrics=metrics,

@@ -4,13 +4,15 @@ One batch at a time: decode each message (undecodable or invalid ones go to the 
 their raw bytes), decide it against the job's state, then send every lifecycle event,
 work item, retry timer and dead letter, wait until the broker has acknowledged all of
 them, and only then write the new states to the table. A crash before the table write
-replays the inputs against the old state and re-emits the same events (deterministic
-ids); a crash after it finds the inputs already decided (duplicates). See
+leaves events the table does not hold: the processor that takes the partition over folds
+them into the states first (``processors.recovery``), so the inputs it decides again are
+duplicates; a crash after it finds the inputs already decided too. See
 ``docs/processors.md`` for why this is at-least-once and not Kafka transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -26,10 +28,12 @@ from brigade.kafka.lag import Offsets, committed_offsets, groups_named
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings, tier_name
 from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, dispatch_due, retry_overdue
-from processors.lifecycle import Job
+from processors.lifecycle import IllegalTransition, Job, apply
 from processors.metrics import Metrics
 from processors.progress import WorkerCommits
+from processors.recovery import ReadTail, is_marker, marker_keys, tail_reader
 from processors.state import decode_job, encode_job
+from projections.writer import LogRecord
 from schemas.codec import Codec
 from schemas.records import (
     CancelJob,
@@ -43,6 +47,7 @@ from schemas.records import (
     SubmitJob,
     WorkItem,
     WorkOutcome,
+    is_lifecycle,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +87,7 @@ class JobProcessor:
     def __init__(self, *, settings: Settings, table: MutableMapping[bytes, bytes], send: Send,
                  metrics: Metrics, policy: Policy | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 worker_commits: WorkerCommits | None = None) -> None:
+                 worker_commits: WorkerCommits | None = None, read_tail: ReadTail | None = None) -> None:
         self._settings = settings
         self._topology = Topology(settings)
         self._table = table
@@ -97,24 +102,98 @@ class JobProcessor:
         self._checked: dict[bytes, float] = {}
         self.commits = worker_commits or WorkerCommits(
             _worker_offsets_reader(settings), ttl_s=max(settings.retry.lease_check_interval_s, 2.0))
+        self._markers = marker_keys(settings.topics.partitions)
+        self._read_tail = read_tail or tail_reader(settings, self._topology.job_events)
+        self._folded: set[int] = set()  # partitions whose log tail is in the table since assignment
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
+        for partition in sorted({message.partition for message in batch} - self._folded):
+            await self._fold_tail(partition)
         work = _Batch(self._clock())
         for message in batch:
             self._handle(message, work)
+        await self._publish_and_store(work)
+        acked = time.time()
+        for submitted in work.submitted_at:
+            self._metrics.dispatch_latency.observe(max(acked - submitted, 0.0))
+
+    def reassigned(self) -> None:
+        """Forget which partitions were folded (call after every rebalance's recovery) and
+        re-derive the alarms from the table: a partition gained again may have a tail."""
+        self._folded.clear()
+        self.rebuild_alarms()
+
+    async def _publish_and_store(self, work: _Batch) -> None:
+        """Send ``work``'s outputs, wait for every ack, then write its states and markers."""
         futures = [await self._send(topic, key, value) for topic, key, value in work.outputs]
+        last_event: dict[int, int] = {}
         for index, future in enumerate(futures):
             metadata = await future
             if index in work.dispatches:
                 _note_item(work, work.dispatches[index], metadata)
+            elif work.outputs[index][0] == self._topology.job_events:
+                partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", -1)
+                if partition in self._folded and isinstance(offset, int):
+                    last_event[partition] = max(offset, last_event.get(partition, -1))
         for key, job in work.states.items():
             if job is not None:
                 self._table[key] = encode_job(_without_result_text(job))
                 self._track(key, job)
-        acked = time.time()
-        for submitted in work.submitted_at:
-            self._metrics.dispatch_latency.observe(max(acked - submitted, 0.0))
+        for partition, offset in last_event.items():  # after the states: see processors.recovery
+            self._table[self._markers[partition]] = str(offset).encode()
+
+    # ---- recovery -----------------------------------------------------------------------
+
+    async def _fold_tail(self, partition: int) -> None:
+        """Fold the partition's events after its marker into the table, before deciding.
+
+        The effects of folded events whose job still waits on them (a work item, a retry
+        timer, a dead letter) are sent again: the batch that emitted them may have died
+        before the broker had them. A repeat is harmless (a stale item is skipped, a timer
+        for a finished wait is dropped); a loss would stall the job until a deadline.
+        """
+        marker = self._table.get(self._markers[partition])
+        first = int(marker) + 1 if marker is not None else None
+        records = await asyncio.to_thread(self._read_tail, partition, first)
+        work = _Batch(self._clock())
+        pending: list[tuple[bytes, LifecycleEvent, Incoming]] = []
+        for record in records:
+            folded = self._fold_record(record, work)
+            if folded is not None:
+                pending.append(folded)
+        for key, event, source in pending:
+            job = work.states[key]
+            if job is not None and _still_waiting(job, event):
+                self._effect(event, job, key, source, work)
+        await self._publish_and_store(work)
+        if records:
+            self._table[self._markers[partition]] = str(records[-1].offset).encode()
+            log.info("partition %d: folded %d events after offset %s into %d job states",
+                     partition, len(records), marker.decode() if marker else "start", len(work.states))
+        self._folded.add(partition)
+
+    def _fold_record(self, record: LogRecord, work: _Batch) -> tuple[bytes, LifecycleEvent, Incoming] | None:
+        """Apply one tail record to its job's state; the event and its source when it changed it."""
+        try:
+            event = self._codec.decode(record.value)
+        except DecodeError:
+            return None  # not written by a processor; the projector dead-letters it
+        if not is_lifecycle(event) or record.key is None:
+            return None  # a circuit event: no job state
+        key = record.key
+        state = work.states[key] if key in work.states else self._load(key)
+        try:
+            after = apply(state, event)
+        except IllegalTransition as exc:
+            log.warning("not folding %s at %d: %s", type(event).__name__, record.offset, exc)
+            return None
+        if after is state:
+            return None
+        work.states[key] = after
+        source = Incoming(topic=self._topology.job_events, partition=record.partition,
+                          offset=record.offset, key=key, value=record.value, timestamp=time.time())
+        return key, event, source
 
     def state(self, job_id: str) -> Job | None:
         """The stored state of a job (for tests and diagnostics)."""
@@ -226,7 +305,8 @@ class JobProcessor:
         """Re-derive lease and deadline alarms from the table (after recovery)."""
         self.alarms.clear()
         for key, raw in list(self._table.items()):
-            self._track(key, decode_job(raw))
+            if not is_marker(key):
+                self._track(key, decode_job(raw))
 
     async def check(self) -> int:
         """Raise a check for every job whose lease or deadline has passed; return how many.
@@ -276,6 +356,15 @@ def _note_item(work: _Batch, key: bytes, metadata: object) -> None:
     job = work.states.get(key)
     if job is not None and isinstance(partition, int) and isinstance(offset, int):
         work.states[key] = replace(job, work_partition=partition, work_offset=offset)
+
+
+def _still_waiting(job: Job, event: LifecycleEvent) -> bool:
+    """Whether the job, as folded, still waits on the effect ``event`` had."""
+    if isinstance(event, JobQueued):
+        return job.phase == "dispatched" and job.attempt == event.attempt
+    if isinstance(event, JobRetryScheduled):
+        return job.phase == "retry_wait" and job.attempt == event.attempt
+    return isinstance(event, JobDeadLettered)
 
 
 def _without_result_text(job: Job) -> Job:

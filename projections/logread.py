@@ -9,7 +9,7 @@ while the processor keeps appending.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -53,12 +53,14 @@ def log_bounds(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
 
 def read_log(
     settings: Settings, topic: str, *, since: datetime | None = None, batch_size: int = 10_000,
-    partitions: Collection[int] | None = None,
+    partitions: Collection[int] | None = None, starts: Mapping[int, int] | None = None,
 ) -> Iterator[list[LogRecord]]:
     """Batches of the topic's messages from ``since`` (or the start) to its end now.
 
     Messages of one partition come in offset order; partitions interleave. With
     ``partitions``, only those are read (parallel replay splits them between processes).
+    ``starts`` gives a partition's first offset to read instead (never before the log's
+    first offset); the job processor reads a partition's unfolded tail that way.
     """
     group = f"{settings.kafka.topic_prefix}-replay-{uuid.uuid4().hex[:8]}"
     consumer = make_consumer(settings, group, **{"fetch.max.bytes": 64 * 1024 * 1024})
@@ -66,13 +68,15 @@ def read_log(
         ends = end_offsets(consumer, topic)
         if partitions is not None:
             ends = {p: end for p, end in ends.items() if p in partitions}
-        starts = _start_offsets(consumer, topic, list(ends), since)
-        remaining = {p for p, end in ends.items() if starts[p] < end}
-        assignment = [TopicPartition(topic, p, starts[p]) for p in sorted(remaining)]
+        first = _start_offsets(consumer, topic, list(ends), since)
+        if starts is not None:
+            first = {p: max(offset, starts.get(p, offset)) for p, offset in first.items()}
+        remaining = {p for p, end in ends.items() if first[p] < end}
+        assignment = [TopicPartition(topic, p, first[p]) for p in sorted(remaining)]
         if not assignment:
             return
         consumer.assign(assignment)
-        left = sum(ends[p] - starts[p] for p in remaining)
+        left = sum(ends[p] - first[p] for p in remaining)
         yield from _drain(consumer, ends, remaining, batch_size, left)
     finally:
         consumer.close()

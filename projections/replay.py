@@ -362,11 +362,12 @@ def processor_changelog(settings: Settings) -> str:
 
 def read_processor_states(settings: Settings) -> dict[str, Job]:
     """The job processor's table, as the latest value per key of its changelog topic."""
+    from processors.recovery import is_marker
     from processors.state import decode_job
 
     latest: dict[bytes, bytes | None] = {}
     for batch in read_log(settings, processor_changelog(settings)):
         for record in batch:
-            if record.key is not None:
+            if record.key is not None and not is_marker(record.key):
                 latest[record.key] = record.value or None
     return {key.decode(): decode_job(value) for key, value in latest.items() if value is not None}
