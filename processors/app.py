@@ -83,7 +83,8 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
 
     @table.on_recover
     async def _reassigned() -> None:
-        processor.reassigned()
+        inputs = {topology.commands, topology.outcomes}
+        processor.reassigned({tp.partition for tp in app.assignor.assigned_actives() if tp.topic in inputs})
 
     if delay_tiers:
         _install_delay(app, DelayTiers(settings=settings, metrics=metrics,

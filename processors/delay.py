@@ -85,7 +85,11 @@ class DelayTiers:
 
     def _loop(self) -> None:
         consumer = make_consumer(self._settings, self._group)
-        producer = make_producer(self._settings)
+        # Not idempotent, as the API's command producers: after a broker restart librdkafka's
+        # idempotent producer was seen confirming writes the log never held (docs/benchmarks.md,
+        # "Delivery under faults"). One timer is in flight at a time, so nothing is reordered;
+        # a retried forward may reach the commands twice and the processor drops the repeat.
+        producer = make_producer(self._settings, **{"enable.idempotence": False})
         consumer.subscribe(list(self._tier_of), on_revoke=self._on_revoke, on_lost=self._on_revoke)
         try:
             while not self._stop.is_set():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -31,7 +31,7 @@ from processors.decisions import CHECK_TIER, Decision, Input, Policy, decide, di
 from processors.lifecycle import IllegalTransition, Job, apply
 from processors.metrics import Metrics
 from processors.progress import WorkerCommits
-from processors.recovery import ReadTail, is_marker, marker_keys, tail_reader
+from processors.recovery import ReadTail, is_marker, marker_keys, partition_of, tail_reader
 from processors.state import decode_job, encode_job
 from projections.writer import LogRecord
 from schemas.codec import Codec
@@ -118,11 +118,16 @@ class JobProcessor:
         for submitted in work.submitted_at:
             self._metrics.dispatch_latency.observe(max(acked - submitted, 0.0))
 
-    def reassigned(self) -> None:
+    def reassigned(self, owned: Collection[int] | None = None) -> None:
         """Forget which partitions were folded (call after every rebalance's recovery) and
-        re-derive the alarms from the table: a partition gained again may have a tail."""
+        re-derive the alarms from the table: a partition gained again may have a tail.
+
+        ``owned``: the input partitions this process now decides. The table keeps the
+        states this process wrote for partitions it has since lost; their alarms would
+        raise checks every few seconds for jobs another processor decides.
+        """
         self._folded.clear()
-        self.rebuild_alarms()
+        self.rebuild_alarms(owned)
 
     async def _publish_and_store(self, work: _Batch) -> None:
         """Send ``work``'s outputs, wait for every ack, then write its states and markers."""
@@ -301,12 +306,17 @@ class JobProcessor:
         else:
             self.alarms[key] = (when.timestamp(), job.tenant_id)
 
-    def rebuild_alarms(self) -> None:
-        """Re-derive lease and deadline alarms from the table (after recovery)."""
+    def rebuild_alarms(self, owned: Collection[int] | None = None) -> None:
+        """Re-derive lease and deadline alarms from the table (after recovery), for the jobs
+        of the ``owned`` partitions (all when None)."""
         self.alarms.clear()
+        partitions = self._settings.topics.partitions
         for key, raw in list(self._table.items()):
             if not is_marker(key):
                 self._track(key, decode_job(raw))
+                # Only the few jobs with an alarm are hashed (~10 us each), not the table.
+                if owned is not None and key in self.alarms and partition_of(key, partitions) not in owned:
+                    del self.alarms[key]
 
     async def check(self) -> int:
         """Raise a check for every job whose lease or deadline has passed; return how many.
