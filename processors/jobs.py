@@ -108,8 +108,9 @@ class JobProcessor:
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
-        for partition in sorted({message.partition for message in batch} - self._folded):
-            await self._fold_tail(partition)
+        unfolded = {message.partition for message in batch} - self._folded
+        if unfolded:
+            await self._fold_tails(unfolded)
         work = _Batch(self._clock())
         for message in batch:
             self._handle(message, work)
@@ -150,20 +151,22 @@ class JobProcessor:
 
     # ---- recovery -----------------------------------------------------------------------
 
-    async def _fold_tail(self, partition: int) -> None:
-        """Fold the partition's events after its marker into the table, before deciding.
+    async def _fold_tails(self, partitions: set[int]) -> None:
+        """Fold the partitions' events after their markers into the table, before deciding.
 
         The effects of folded events whose job still waits on them (a work item, a retry
         timer, a dead letter) are sent again: the batch that emitted them may have died
         before the broker had them. A repeat is harmless (a stale item is skipped, a timer
         for a finished wait is dropped); a loss would stall the job until a deadline.
         """
-        marker = self._table.get(self._markers[partition])
-        first = int(marker) + 1 if marker is not None else None
-        records = await asyncio.to_thread(self._read_tail, partition, first)
+        markers = {p: self._table.get(self._markers[p]) for p in partitions}
+        starts = {p: int(marker) + 1 if marker is not None else 0 for p, marker in markers.items()}
+        records = await asyncio.to_thread(self._read_tail, starts)
         work = _Batch(self._clock())
         pending: list[tuple[bytes, LifecycleEvent, Incoming]] = []
+        last: dict[int, int] = {}
         for record in records:
+            last[record.partition] = record.offset
             folded = self._fold_record(record, work)
             if folded is not None:
                 pending.append(folded)
@@ -172,11 +175,12 @@ class JobProcessor:
             if job is not None and _still_waiting(job, event):
                 self._effect(event, job, key, source, work)
         await self._publish_and_store(work)
+        for partition, offset in last.items():
+            self._table[self._markers[partition]] = str(offset).encode()
         if records:
-            self._table[self._markers[partition]] = str(records[-1].offset).encode()
-            log.info("partition %d: folded %d events after offset %s into %d job states",
-                     partition, len(records), marker.decode() if marker else "start", len(work.states))
-        self._folded.add(partition)
+            log.info("folded %d events of partitions %s (after %s) into %d job states",
+                     len(records), sorted(last), starts, len(work.states))
+        self._folded |= partitions
 
     def _fold_record(self, record: LogRecord, work: _Batch) -> tuple[bytes, LifecycleEvent, Incoming] | None:
         """Apply one tail record to its job's state; the event and its source when it changed it."""

@@ -18,7 +18,7 @@ again then meet the state their first decision left, and are duplicates.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
@@ -32,9 +32,9 @@ from projections.writer import LogRecord
 MARKER_PREFIX = b"\x00fold-marker:"
 """Job ids never start with a NUL byte, so a marker never collides with a job's state."""
 
-ReadTail = Callable[[int, int | None], list[LogRecord]]
-"""``read_tail(partition, first_offset)``: the partition's events from ``first_offset``
-(the log's start when None) to its end now. Blocking."""
+ReadTail = Callable[[Mapping[int, int]], list[LogRecord]]
+"""``read_tail({partition: first_offset})``: those partitions' events from each first offset
+(never before the log's start) to their end now, in offset order per partition. Blocking."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -73,9 +73,8 @@ def tail_reader(settings: Settings, topic: str, *, give_up_after_s: float = 60.0
 
     @retry(retry=retry_if_exception_type((KafkaException, KafkaError)), reraise=True,
            stop=stop_after_delay(give_up_after_s), wait=wait_exponential(multiplier=0.05, max=2.0))
-    def read_tail(partition: int, first_offset: int | None) -> list[LogRecord]:
-        starts = {partition: first_offset} if first_offset is not None else None
-        return [record for batch in read_log(settings, topic, partitions=[partition], starts=starts)
+    def read_tail(starts: Mapping[int, int]) -> list[LogRecord]:
+        return [record for batch in read_log(settings, topic, partitions=list(starts), starts=starts)
                 for record in batch]
 
     return read_tail
