@@ -177,9 +177,9 @@ class JobProcessor:
         await self._publish_and_store(work)
         for partition, offset in last.items():
             self._table[self._markers[partition]] = str(offset).encode()
-        if records:
-            log.info("folded %d events of partitions %s (after %s) into %d job states",
-                     len(records), sorted(last), starts, len(work.states))
+        # Logged even when empty: one line per gained partition set says the recovery ran.
+        log.info("fold of partitions %s from offsets %s: %d events into %d job states",
+                 sorted(partitions), starts, len(records), len(work.states))
         self._folded |= partitions
 
     def _fold_record(self, record: LogRecord, work: _Batch) -> tuple[bytes, LifecycleEvent, Incoming] | None:
