@@ -113,6 +113,7 @@ def _install_agent(app: faust.App, topology: Topology, processor: JobProcessor, 
     @app.agent(source, name="job-processor")
     async def job_processor(stream: Any) -> None:
         await _changelog_metadata(app, table)
+        processor.command_partitions = len(await raw_producer(app).partitions_for(topology.commands))
         # take_ready, not take_events: an input that finds the processor idle is decided at
         # once instead of waiting for the window's next tick (see brigade.kafka.take).
         async for events in take_ready(stream, batch_max, within=batch_within_s):

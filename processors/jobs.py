@@ -105,6 +105,9 @@ class JobProcessor:
         self._markers = marker_keys(settings.topics.partitions)
         self._read_tail = read_tail or tail_reader(settings, self._topology.job_events)
         self._folded: set[int] = set()  # partitions whose log tail is in the table since assignment
+        # The commands topic's real partition count (the app sets it from the broker's metadata),
+        # so that a command is forwarded exactly where the producer's partitioner will put it.
+        self.command_partitions = settings.topics.partitions
 
     async def process(self, batch: Sequence[Incoming]) -> None:
         """Decide every message of ``batch``, publish the effects, then store the states."""
@@ -221,6 +224,16 @@ class JobProcessor:
             self._dead_letter(work, message, f"invalid: {exc}")
             return
         key = job_id.encode()
+        commands = self._topology.commands
+        if message.topic == commands and message.partition != partition_of(key, self.command_partitions):
+            # Published straight to the topic without a key or with another partitioner
+            # (librdkafka's default hashes with CRC32, not murmur2): the job's state, events and
+            # outcomes live on the partition its id hashes to, possibly in another processor.
+            # Deciding it here could split the job between two writers; forwarding it, keyed,
+            # puts it where its single writer reads.
+            work.outputs.append((commands, key, message.value))
+            self._metrics.note(type(record).__name__, "rerouted")
+            return
         state = work.states[key] if key in work.states else self._load(key)
         decision = decide(state, record, policy=self._policy, now=work.now)
         self._metrics.note(type(record).__name__, decision.note)
