@@ -67,6 +67,11 @@ class JobTally:
         seen = Counter(e.sequence for e in self.events.values())
         return any(n > 1 for n in seen.values())
 
+    def decided_twice(self) -> bool:
+        """Whether the job was decided more than once: two terminal events, or two different
+        events at one sequence."""
+        return len(self.terminal()) > 1 or self.conflicting_sequences()
+
     def status(self) -> str | None:
         """The first decision's status (``succeeded``...), None while undecided."""
         decided = self.terminal()
@@ -127,7 +132,7 @@ def count(ledger: Ledger, accepted: Collection[str], *, result_ok: Callable[[Log
         submitted=len(wanted),
         terminal=len(decided),
         lost=len(wanted) - len(decided),
-        decided_twice=sum(len(t.terminal()) > 1 or t.conflicting_sequences() for t in tallies),
+        decided_twice=sum(t.decided_twice() for t in tallies),
         duplicate_results=sum(len(t.successes()) > 1 for t in tallies),
         results_missing=sum(not result_ok(e) for e in first_successes),
         unknown_jobs=len(set(ledger.jobs) - wanted),
@@ -139,8 +144,8 @@ def count(ledger: Ledger, accepted: Collection[str], *, result_ok: Callable[[Log
 def decided_twice_jobs(ledger: Ledger, accepted: Collection[str]) -> list[str]:
     """The accepted jobs ``count`` counts as decided twice, sorted (to trace them)."""
     return sorted(
-        job_id for job_id in set(accepted) if (tally := ledger.jobs.get(job_id)) is not None
-        and (len(tally.terminal()) > 1 or tally.conflicting_sequences())
+        job_id for job_id in set(accepted)
+        if (tally := ledger.jobs.get(job_id)) is not None and tally.decided_twice()
     )
 
 
