@@ -79,6 +79,8 @@ class _Batch:
     outputs: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     submitted_at: list[float] = field(default_factory=list)
     dispatches: dict[int, bytes] = field(default_factory=dict)  # output index -> job key
+    # partition -> offset of the last job-events record the batch's states include (its marker)
+    folded_to: dict[int, int] = field(default_factory=dict)
 
 
 class JobProcessor:
@@ -136,7 +138,6 @@ class JobProcessor:
     async def _publish_and_store(self, work: _Batch) -> None:
         """Send ``work``'s outputs, wait for every ack, then write its states and markers."""
         futures = [await self._send(topic, key, value) for topic, key, value in work.outputs]
-        last_event: dict[int, int] = {}
         for index, future in enumerate(futures):
             metadata = await future
             if index in work.dispatches:
@@ -144,12 +145,12 @@ class JobProcessor:
             elif work.outputs[index][0] == self._topology.job_events:
                 partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", -1)
                 if partition in self._folded and isinstance(offset, int):
-                    last_event[partition] = max(offset, last_event.get(partition, -1))
+                    work.folded_to[partition] = max(offset, work.folded_to.get(partition, -1))
         for key, job in work.states.items():
             if job is not None:
                 self._table[key] = encode_job(_without_result_text(job))
                 self._track(key, job)
-        for partition, offset in last_event.items():  # after the states: see processors.recovery
+        for partition, offset in work.folded_to.items():  # after the states: see processors.recovery
             self._table[self._markers[partition]] = str(offset).encode()
 
     # ---- recovery -----------------------------------------------------------------------
@@ -167,9 +168,8 @@ class JobProcessor:
         records = await asyncio.to_thread(self._read_tail, starts)
         work = _Batch(self._clock())
         pending: list[tuple[bytes, LifecycleEvent, Incoming]] = []
-        last: dict[int, int] = {}
         for record in records:
-            last[record.partition] = record.offset
+            work.folded_to[record.partition] = record.offset
             folded = self._fold_record(record, work)
             if folded is not None:
                 pending.append(folded)
@@ -178,8 +178,6 @@ class JobProcessor:
             if job is not None and _still_waiting(job, event):
                 self._effect(event, job, key, source, work)
         await self._publish_and_store(work)
-        for partition, offset in last.items():
-            self._table[self._markers[partition]] = str(offset).encode()
         # Logged even when empty: one line per gained partition set says the recovery ran.
         log.info("fold of partitions %s from offsets %s: %d events into %d job states",
                  sorted(partitions), starts, len(records), len(work.states))
