@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from brigade.kafka.clients import NOT_IDEMPOTENT
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from ingress.admin import Operator, ensure_operator_token
@@ -96,12 +97,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            # Both producers are acks=all and not idempotent: right after a broker restart the
-            # idempotent client reported commands delivered that the log never held (chaos
-            # runs: the first sequence numbers of a fresh producer id missing on a partition
-            # that had no leader yet). A retried command may be stored twice; the processor
-            # drops the repeat (same job id, same payload), as it does for any repeated submission.
-            durable = {"message.timeout.ms": int(produce_timeout_s * 1000), "enable.idempotence": False}
+            # Both producers are acks=all and not idempotent (see NOT_IDEMPOTENT for why).
+            durable = {"message.timeout.ms": int(produce_timeout_s * 1000), **NOT_IDEMPOTENT}
             # One job per request: sent at once (a linger would be added to every interactive
             # job's latency). A batch request: its items are produced in one burst, and the
             # linger packs them into a few large produce requests.

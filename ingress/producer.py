@@ -32,7 +32,7 @@ from confluent_kafka import KafkaException, Message
 from confluent_kafka import Producer as KafkaProducer
 
 from brigade.errors import KafkaError
-from brigade.kafka.clients import producer_config
+from brigade.kafka.clients import NOT_IDEMPOTENT, producer_config
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from ingress.admission import CONFLICT_MESSAGE, IdempotencyConflict, Ledger, is_repeat, offload
@@ -288,14 +288,11 @@ class JobProducer:
         self._tenant_id = tenant_id
         self._allow_private = allow_private_callbacks
         self._owns_publisher = publisher is None
-        # Not idempotent, for the reason the API's producers are not (ingress/app.py: right
-        # after a broker restart the idempotent client reported commands delivered that the
-        # log never held). One request in flight keeps a job's submit and cancel in the order
-        # they were sent, which idempotence used to guarantee; a retried command may be stored
-        # twice, and the processor drops the repeat.
+        # Not idempotent, as the API's producers (see NOT_IDEMPOTENT). One request in flight
+        # keeps a job's submit and cancel in the order they were sent, which idempotence
+        # used to guarantee.
         self._publisher = publisher or CommandPublisher(
-            settings=settings,
-            **{"enable.idempotence": False, "max.in.flight.requests.per.connection": 1},
+            settings=settings, **NOT_IDEMPOTENT, **{"max.in.flight.requests.per.connection": 1},
         )
         self._ledger = Ledger(capacity=remember)
         self._claims = ClaimStore(settings.object_store_url)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from brigade.errors import BrigadeError, DecodeError
-from brigade.kafka.clients import make_consumer, make_producer
+from brigade.kafka.clients import NOT_IDEMPOTENT, make_consumer, make_producer
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from processors.metrics import Metrics
@@ -85,11 +85,9 @@ class DelayTiers:
 
     def _loop(self) -> None:
         consumer = make_consumer(self._settings, self._group)
-        # Not idempotent, as the API's command producers: after a broker restart librdkafka's
-        # idempotent producer was seen confirming writes the log never held (docs/benchmarks.md,
-        # "Delivery under faults"). One timer is in flight at a time, so nothing is reordered;
-        # a retried forward may reach the commands twice and the processor drops the repeat.
-        producer = make_producer(self._settings, **{"enable.idempotence": False})
+        # Not idempotent (see NOT_IDEMPOTENT); one timer is in flight at a time, so nothing
+        # is reordered.
+        producer = make_producer(self._settings, **NOT_IDEMPOTENT)
         consumer.subscribe(list(self._tier_of), on_revoke=self._on_revoke, on_lost=self._on_revoke)
         try:
             while not self._stop.is_set():

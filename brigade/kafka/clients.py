@@ -13,6 +13,14 @@ from confluent_kafka.admin import AdminClient
 
 from brigade.settings import Settings
 
+NOT_IDEMPOTENT: dict[str, Any] = {"enable.idempotence": False}
+"""Overrides for every producer of Brigade's own commands and timers (the API, the producer
+SDK, the delay tiers): acks=all without idempotence. Right after a broker restart the
+idempotent librdkafka client reported writes delivered that the log never held (chaos runs:
+the first sequence numbers of a fresh producer id missing on a partition that had no leader
+yet; docs/benchmarks.md, "Delivery under faults"). A retried write may be stored twice; the
+job processor drops the repeat (same job id, same payload), as it does any repeated command."""
+
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Durable producer settings: idempotent, acks=all, small linger for batching."""
