@@ -68,3 +68,12 @@ def fresh_stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def applied(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Processor settings with their topics applied and no processor running (for tests that
+    drive a ``JobProcessor`` in process against the real broker)."""
+    settings = processor_settings(kafka_bootstrap, tmp_path)
+    assert not topology.apply(make_admin(settings), topology.Topology(settings).specs()).drift
+    return settings

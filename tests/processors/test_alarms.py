@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from brigade.kafka import topology
-from brigade.kafka.clients import make_admin
+from brigade.settings import Settings
 from processors.jobs import JobProcessor
 from processors.lifecycle import Job
 from processors.metrics import Metrics
@@ -17,7 +16,6 @@ from processors.recovery import partition_of
 from processors.state import encode_job
 from schemas.records import JobSpec
 from testkit.jobs import spec
-from tests.processors.conftest import processor_settings
 
 
 def running_past_its_lease(job: JobSpec) -> Job:
@@ -27,11 +25,8 @@ def running_past_its_lease(job: JobSpec) -> Job:
                lease_deadline=datetime.now(UTC) - timedelta(seconds=5))
 
 
-def test_checks_are_raised_only_for_the_partitions_the_processor_owns(kafka_bootstrap: str,
-                                                                       tmp_path: Path) -> None:
-    settings = processor_settings(kafka_bootstrap, tmp_path)
-    assert not topology.apply(make_admin(settings), topology.Topology(settings).specs()).drift
-    partitions = settings.topics.partitions
+def test_checks_are_raised_only_for_the_partitions_the_processor_owns(applied: Settings) -> None:
+    partitions = applied.topics.partitions
     jobs = [spec(f"lease {n}", created_at=datetime.now(UTC)) for n in range(12)]
     by_partition = {partition_of(j.job_id.encode(), partitions): j for j in jobs}
     assert len(by_partition) >= 2, "twelve ids all hashed to one partition"
@@ -45,13 +40,13 @@ def test_checks_are_raised_only_for_the_partitions_the_processor_owns(kafka_boot
         delivered.set_result(None)
         return delivered
 
-    processor = JobProcessor(settings=settings, table=table, send=send, metrics=Metrics())
+    processor = JobProcessor(settings=applied, table=table, send=send, metrics=Metrics())
     # Given a processor holding the states of two running jobs past their lease, when a
     # rebalance leaves it only the partition of one of them
     processor.reassigned(owned={kept_partition})
     # Then it checks that job only: the other's processor checks its own
     assert asyncio.run(processor.check()) == 1
-    assert sent == [(topology.Topology(settings).commands, kept.job_id.encode())]
+    assert sent == [(topology.Topology(applied).commands, kept.job_id.encode())]
     # And with every partition it checks both
     processor.reassigned(owned=range(partitions))
     assert sorted(processor.alarms) == sorted(table)

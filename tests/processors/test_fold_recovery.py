@@ -5,17 +5,15 @@ inputs it reads again, in whatever order, are never decided a second time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer
 
 from brigade.kafka import topology
-from brigade.kafka.clients import make_admin
 from brigade.settings import Settings
 from brigade.status import TERMINAL
 from processors.jobs import Incoming, JobProcessor
@@ -25,7 +23,6 @@ from projections.logread import read_log
 from schemas.codec import Codec
 from schemas.records import CancelJob, LifecycleEvent, SubmitJob, WorkItem, WorkOutcome, is_lifecycle
 from testkit.jobs import cancel, outcome, spec, submit
-from tests.processors.conftest import processor_settings
 
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[object]]]
 
@@ -39,14 +36,6 @@ class DyingTable(dict[bytes, bytes]):
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         raise KilledBeforeTableWrite
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Settings]:
-    """The processors' test settings, topics applied (three partitions)."""
-    s = processor_settings(kafka_bootstrap, tmp_path)
-    assert not topology.apply(make_admin(s), topology.Topology(s).specs()).drift
-    yield s
 
 
 @asynccontextmanager
@@ -109,26 +98,26 @@ def work_items_of(settings: Settings, job_id: str) -> list[WorkItem]:
     return found
 
 
-def test_inputs_read_again_in_another_order_after_a_crash_are_not_decided_again(settings: Settings) -> None:
+def test_inputs_read_again_in_another_order_after_a_crash_are_not_decided_again(applied: Settings) -> None:
     job = spec("fold me", created_at=datetime.now(UTC))
-    inputs = Inputs(settings)
-    partition = partition_of(job.job_id.encode(), settings.topics.partitions)
+    inputs = Inputs(applied)
+    partition = partition_of(job.job_id.encode(), applied.topics.partitions)
 
     async def scenario() -> None:
         table: dict[bytes, bytes] = {}
-        async with real_send(settings) as send:
+        async with real_send(applied) as send:
             # Given a job a processor has dispatched
-            first = processor(settings, table, send)
+            first = processor(applied, table, send)
             await first.process([inputs(submit(job), partition=partition)])
             # And a batch (cancel, then the worker's `started`) whose events the broker
             # acknowledged, after which the processor died before writing its states
-            dying = processor(settings, DyingTable(table), send)
+            dying = processor(applied, DyingTable(table), send)
             with pytest.raises(KilledBeforeTableWrite):
                 await dying.process([inputs(cancel(job), partition=partition),
                                      inputs(outcome(job, "started"), partition=partition)])
             # When its successor, from the table as it was, reads the same inputs in the
             # other order (two topics give no order between them)
-            successor = processor(settings, table, send)
+            successor = processor(applied, table, send)
             await successor.process([inputs(outcome(job, "started"), partition=partition),
                                      inputs(cancel(job), partition=partition)])
             state = successor.state(job.job_id)
@@ -136,20 +125,20 @@ def test_inputs_read_again_in_another_order_after_a_crash_are_not_decided_again(
 
     asyncio.run(scenario())
     # Then the job was decided once: one terminal event, never started after its cancel
-    names = [type(e).__name__ for e in events_of(settings, job.job_id)]
+    names = [type(e).__name__ for e in events_of(applied, job.job_id)]
     assert names == ["JobSubmitted", "JobQueued", "JobCancelled"]
     assert sum(name in {f"Job{s.capitalize()}" for s in TERMINAL} for name in names) == 1
 
 
-def test_a_work_item_lost_with_the_crash_is_sent_again_by_the_successor(settings: Settings) -> None:
+def test_a_work_item_lost_with_the_crash_is_sent_again_by_the_successor(applied: Settings) -> None:
     job = spec("dispatch me", created_at=datetime.now(UTC))
-    inputs = Inputs(settings)
-    work_topics = {topology.Topology(settings).work("small", lane) for lane in ("interactive", "batch")}
-    partition = partition_of(job.job_id.encode(), settings.topics.partitions)
+    inputs = Inputs(applied)
+    work_topics = {topology.Topology(applied).work("small", lane) for lane in ("interactive", "batch")}
+    partition = partition_of(job.job_id.encode(), applied.topics.partitions)
 
     async def scenario() -> None:
         table: dict[bytes, bytes] = {}
-        async with real_send(settings) as send:
+        async with real_send(applied) as send:
             # Given a batch whose JobQueued the broker has, but whose work item never left
             # the dying process, and whose states were never written
             async def send_but_the_item(topic: str, key: bytes, value: bytes) -> Awaitable[object]:
@@ -157,30 +146,30 @@ def test_a_work_item_lost_with_the_crash_is_sent_again_by_the_successor(settings
                     return asyncio.sleep(0)  # "acknowledged" by a process about to die
                 return await send(topic, key, value)
 
-            dying = processor(settings, DyingTable(table), send_but_the_item)
+            dying = processor(applied, DyingTable(table), send_but_the_item)
             with pytest.raises(KilledBeforeTableWrite):
                 await dying.process([inputs(submit(job), partition=partition)])
             # When its successor reads the submit again
-            successor = processor(settings, table, send)
+            successor = processor(applied, table, send)
             await successor.process([inputs(submit(job), partition=partition)])
             state = successor.state(job.job_id)
             assert state is not None and state.phase == "dispatched" and state.attempt == 1
 
     asyncio.run(scenario())
     # Then the job was decided once and its work item is on the work topic
-    assert [type(e).__name__ for e in events_of(settings, job.job_id)] == ["JobSubmitted", "JobQueued"]
-    assert [item.attempt for item in work_items_of(settings, job.job_id)] == [1]
+    assert [type(e).__name__ for e in events_of(applied, job.job_id)] == ["JobSubmitted", "JobQueued"]
+    assert [item.attempt for item in work_items_of(applied, job.job_id)] == [1]
 
 
-def test_each_fold_marker_lands_on_its_own_partition_with_the_brokers_partitioner(settings: Settings) -> None:
+def test_each_fold_marker_lands_on_its_own_partition_with_the_brokers_partitioner(applied: Settings) -> None:
     # Kafka clients place a key with murmur2; librdkafka's C implementation is the reference
     # here for the Python one the markers are chosen with.
-    partitions = settings.topics.partitions
+    partitions = applied.topics.partitions
     keys = marker_keys(partitions)
     assert sorted(keys) == list(range(partitions))
-    probe = topology.Topology(settings).commands
+    probe = topology.Topology(applied).commands
     delivered: dict[bytes | None, int | None] = {}
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer({"bootstrap.servers": applied.kafka.bootstrap, "partitioner": "murmur2_random"})
     for key in keys.values():
         producer.produce(probe, b"", key=key,
                          on_delivery=lambda _err, msg: delivered.__setitem__(msg.key(), msg.partition()))
