@@ -145,11 +145,9 @@ def model_calls(base_url: str) -> ModelCalls:
 HOPS = (
     ("client → command written (API)", "sent", "command"),
     ("command → work item written (processor)", "command", "work"),
-    ("work item → batch closed, started outcome written (worker)", "work", "started"),
     ("model call (worker-measured HTTP call)", None, None),
-    ("started → succeeded outcome written, minus model (worker)", "started", "succeeded"),
-    # The worker publishes `started` while the model call runs, so the split between the two
-    # rows above moves with the event loop's scheduling; the whole worker hop does not.
+    # A call within the pool's announce window has no `started` outcome (its start travels
+    # with the result), so the worker is one hop: the work item's read to the result's write.
     ("work item → succeeded outcome written, minus model (worker, whole)", "work", "succeeded"),
     ("outcome → JobSucceeded written (processor)", "succeeded", "terminal"),
     ("JobSucceeded → the waiting client has it (API event tail)", "terminal", "seen"),
@@ -205,7 +203,7 @@ def _note(codec: Codec, raw: bytes | None, at: float, job_ids: set[str],
         job, hop = record.spec.job_id, "command"
     elif isinstance(record, WorkItem):
         job, hop = record.spec.job_id, "work"
-    elif isinstance(record, WorkOutcome) and record.kind in ("started", "succeeded"):
+    elif isinstance(record, WorkOutcome) and record.kind == "succeeded":
         job, hop = record.job_id, record.kind
     elif isinstance(record, JobSucceeded):
         job, hop = record.envelope.job_id, "terminal"
@@ -224,7 +222,7 @@ def hop_rows(client_times: dict[str, tuple[float, float]],
     spans: dict[str, list[float]] = defaultdict(list)
     for job, (sent, seen) in client_times.items():
         t = {**record.get(job, {}), "sent": sent, "seen": seen}
-        if not all(k in t for k in ("command", "work", "started", "succeeded", "terminal", "model_ms")):
+        if not all(k in t for k in ("command", "work", "succeeded", "terminal", "model_ms")):
             continue
         for name, start, end in HOPS:
             if start is None:

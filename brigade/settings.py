@@ -88,6 +88,11 @@ class PoolSettings(BaseModel):
     # Longest pause of the pool's model calls after a 429, whatever its Retry-After says
     # (a bogus "Retry-After: 86400" must not stall the pool for a day).
     retry_after_cap_s: float = Field(default=60.0, gt=0)
+    # A model call still running after this long has its items' `started` outcomes
+    # published then; a call that ends sooner reports each start with the item's final
+    # outcome instead (one record and one processor decision fewer per job; JobStarted is
+    # still written, at the call's start time). 0 publishes `started` as every call begins.
+    announce_start_after_ms: int = Field(default=50, ge=0)
     interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5, close_when_idle=True)
     batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
 

@@ -83,12 +83,12 @@ class _Emitter:
         self.events: list[LifecycleEvent] = []
 
     def emit(self, cls: type, transition: str, id_attempt: int = 0, id_detail: str = "", /,
-             **fields: Any) -> Job:
+             *, at: datetime | None = None, **fields: Any) -> Job:
         envelope = Envelope(
             event_id=event_id(self.job_id, transition, id_attempt, id_detail),
             job_id=self.job_id,
             tenant_id=self.tenant_id,
-            occurred_at=self.now,
+            occurred_at=self.now if at is None else at,
             sequence=(self.state.sequence if self.state is not None else 0) + 1,
             traceparent=self.traceparent,
         )
@@ -189,30 +189,50 @@ def _outcome(state: Job | None, o: WorkOutcome, policy: Policy, now: datetime) -
         return Decision(state, (), "stale")
     if o.kind == "started":
         return _started(state, o, policy, now)
-    em = _emitter(state, now)
-    if state.cancel_requested:
-        em.emit(JobCancelled, "cancelled", reason="cancelled while running; outcome discarded")
-    elif o.kind == "succeeded":
-        em.emit(JobSucceeded, "succeeded", state.attempt, attempt=state.attempt,
-                model=o.model or state.model or "", latency_ms=o.latency_ms,
-                result_ref=o.result_ref, result_inline=o.result_inline, result_size=o.result_size,
-                result_sha256=o.result_sha256, batch_size=max(o.batch_size, 1))
-    elif o.kind == "skipped" and _deadline_passed(state, now):
-        _fail(em, state, "deadline_exceeded", "deadline")
-    else:
-        _failure(em, state, o, policy, now)
-    return em.decision()
+    return _final(state, o, policy, now)
 
 
 def _started(state: Job, o: WorkOutcome, policy: Policy, now: datetime) -> Decision:
     if state.phase == "running":
         return Decision(state, (), "duplicate")
-    lease_s = o.lease_ms / 1000.0 if o.lease_ms > 0 else policy.lease_s
     em = _emitter(state, now)
-    em.emit(JobStarted, "started", state.attempt, attempt=state.attempt, worker=o.worker,
-            lease_deadline=now + timedelta(seconds=lease_s), batch_id=o.batch_id,
-            model=o.model or state.model or "")
+    _start(em, state, o, policy, now)
     return em.decision()
+
+
+def _final(state: Job, o: WorkOutcome, policy: Policy, now: datetime) -> Decision:
+    em = _emitter(state, now)
+    job = state
+    if o.started_at is not None and state.phase == "dispatched":
+        # A call shorter than the worker's announce window: its start comes with the result.
+        job = _start(em, state, o, policy, _between(state.updated_at, o.started_at, now))
+    if job.cancel_requested:
+        em.emit(JobCancelled, "cancelled", reason="cancelled while running; outcome discarded")
+    elif o.kind == "succeeded":
+        em.emit(JobSucceeded, "succeeded", job.attempt, attempt=job.attempt,
+                model=o.model or job.model or "", latency_ms=o.latency_ms,
+                result_ref=o.result_ref, result_inline=o.result_inline, result_size=o.result_size,
+                result_sha256=o.result_sha256, batch_size=max(o.batch_size, 1))
+    elif o.kind == "skipped" and _deadline_passed(job, now):
+        _fail(em, job, "deadline_exceeded", "deadline")
+    else:
+        _failure(em, job, o, policy, now)
+    return em.decision()
+
+
+def _between(earliest: datetime | None, at: datetime, latest: datetime) -> datetime:
+    """``at`` (a worker's clock) kept within the job's last event and now (the processor's)."""
+    if earliest is not None and at < earliest:
+        return earliest
+    return min(at, latest)
+
+
+def _start(em: _Emitter, state: Job, o: WorkOutcome, policy: Policy, at: datetime) -> Job:
+    """Emit JobStarted for the attempt ``o`` reports, as of ``at``; the state after it."""
+    lease_s = o.lease_ms / 1000.0 if o.lease_ms > 0 else policy.lease_s
+    return em.emit(JobStarted, "started", state.attempt, at=at, attempt=state.attempt,
+                   worker=o.worker, lease_deadline=at + timedelta(seconds=lease_s),
+                   batch_id=o.batch_id, model=o.model or state.model or "")
 
 
 def _callback(state: Job, o: WorkOutcome, now: datetime) -> Decision:

@@ -277,6 +277,9 @@ class WorkOutcome:
     callback_url: str | None = None
     callback_status: int | None = None
     callback_ok: bool = False
+    # On a final outcome of an attempt whose start no `started` outcome reported (the call
+    # ended within the pool's announce window): when the model call began (docs/workers.md).
+    started_at: datetime | None = None
 
 
 @dataclass(**_FROZEN)

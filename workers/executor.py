@@ -2,7 +2,8 @@
 
 ``PoolExecutor.execute`` turns a batch of ``WorkItem`` into one final ``WorkOutcome`` per
 item (``succeeded``, ``failed`` or ``skipped``), publishing ``started`` first for the items
-that reach the model and every final outcome before it returns, so the caller may ack the
+of a model call that outlasts the pool's announce window (a shorter call's final outcomes
+carry the start themselves) and every final outcome before it returns, so the caller may ack the
 batch's Kafka messages as soon as it gets control back. It knows nothing about Faust: the
 publisher and the job-state lookup are injected, which is how tests drive it against the
 emulator without a broker.
@@ -16,7 +17,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -146,22 +147,44 @@ class PoolExecutor:
             final.update(self._circuit_open(items, call.indexes, lane, admission.retry_in))
             return final
         await self._wait_for_rate_limit()
-        started = [self._started(items[i], call.batch_id) for i in call.indexes]
-        # The model call overlaps the wait for the `started` acks (a broker round trip on
-        # the interactive path); the final outcomes are published only after those acks, so
-        # a job's `started` is durable before its `succeeded` or `failed` is even sent. A
-        # `started` that fails to publish fails the batch: nothing final is reported and
-        # the unacked work is redelivered (the model call is then repeated, as after a crash).
-        announced = asyncio.ensure_future(self._announce(started))
+        began = datetime.now(UTC)
+        calling = asyncio.ensure_future(self._call(items, call, admission.ticket, lane))
         try:
-            answered = await self._call(items, call, admission.ticket, lane)
-        finally:
-            await announced
-        final.update(answered)
+            answered = await self._answer_or_announce(items, call, calling)
+        except BaseException:
+            calling.cancel()
+            raise
+        if answered is None:
+            final.update(calling.result())
+        else:
+            # The call ended within the announce window: each final outcome reports its
+            # attempt's start itself, and the processor records JobStarted at ``began``.
+            final.update({i: replace(o, batch_id=call.batch_id, lease_ms=items[i].lease_ms,
+                                     started_at=began) for i, o in answered.items()})
         return final
 
-    async def _announce(self, started: list[WorkOutcome]) -> None:
-        await asyncio.gather(*(self.publisher.outcome(o) for o in started))
+    async def _answer_or_announce(
+        self, items: Sequence[WorkItem], call: _Call, calling: asyncio.Future[dict[int, WorkOutcome]]
+    ) -> dict[int, WorkOutcome] | None:
+        """The call's outcomes if it ends within the announce window; else ``None`` once the
+        batch's `started` outcomes are durable and the call has ended."""
+        window_s = self.pool.announce_start_after_ms / 1000.0
+        if window_s > 0:
+            await asyncio.wait((calling,), timeout=window_s)
+            if calling.done():
+                return calling.result()
+        # The rest of the call overlaps the wait for the `started` acks; the final outcomes
+        # are published only after those acks, so a job's `started` is durable before its
+        # `succeeded` or `failed` is even sent. A `started` that fails to publish fails the
+        # batch: nothing final is reported and the unacked work is redelivered (the model
+        # call is then repeated, as after a crash).
+        started = [self._started(items[i], call.batch_id) for i in call.indexes]
+        announced = asyncio.gather(*(self.publisher.outcome(o) for o in started))
+        try:
+            await asyncio.wait((calling,))
+        finally:
+            await announced
+        return None
 
     async def _prepare(
         self, items: Sequence[WorkItem], runnable: list[int]

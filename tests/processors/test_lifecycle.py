@@ -76,6 +76,60 @@ def test_happy_path_submit_queue_start_succeed() -> None:
     assert fold(events) == state
 
 
+def test_a_final_outcome_carrying_its_start_records_jobstarted_at_that_time() -> None:
+    # Given a job whose call ended within the worker's announce window
+    s = spec()
+    done = outcome(s, "succeeded", started_at=later(1), batch_id="b1", lease_ms=10_000,
+                   result_inline='{"embedding":[1]}', latency_ms=3.0)
+    # When its only outcome arrives, once, then again (a redelivery)
+    state, events, decisions = run([(submit(s), 0), (done, 2), (done, 3)])
+    # Then the start is an event of its own, at the call's start, before the result
+    assert kinds(events) == ["JobSubmitted", "JobQueued", "JobStarted", "JobSucceeded"]
+    started, succeeded = events[2], events[3]
+    assert isinstance(started, JobStarted)
+    assert (started.envelope.occurred_at, started.batch_id, started.worker) == (later(1), "b1", "w1")
+    assert started.lease_deadline == later(11)
+    assert succeeded.envelope.occurred_at == later(2)
+    assert [e.envelope.sequence for e in events] == [1, 2, 3, 4]
+    assert decisions[2].note == "finished" and decisions[2].events == ()
+    assert state is not None and state.status == "succeeded" and fold(events) == state
+
+
+@pytest.mark.parametrize(("reported", "recorded"), [(-5.0, 0.0), (9.0, 2.0)])
+def test_a_reported_start_stays_between_the_last_event_and_now(reported: float, recorded: float) -> None:
+    # A worker's clock behind the processor's (start before JobQueued) or ahead (after now)
+    s = spec()
+    done = outcome(s, "succeeded", started_at=later(reported))
+    _, events, _ = run([(submit(s), 0), (done, 2)])
+    assert kinds(events)[2:] == ["JobStarted", "JobSucceeded"]
+    assert events[2].envelope.occurred_at == later(recorded)
+
+
+def test_a_failed_call_carrying_its_start_is_started_then_retried() -> None:
+    s = spec(max_attempts=3)
+    failed = outcome(s, "failed", started_at=later(1), error_class="transient", error="boom")
+    state, events, _ = run([(submit(s), 0), (failed, 2)])
+    assert kinds(events) == ["JobSubmitted", "JobQueued", "JobStarted", "JobRetryScheduled"]
+    assert state is not None and state.phase == "retry_wait" and fold(events) == state
+
+
+def test_a_start_already_recorded_is_not_recorded_again() -> None:
+    # A `started` outcome came first (an announced call): the final one's start adds nothing
+    s = spec()
+    _, events, _ = run([
+        (submit(s), 0),
+        (outcome(s, "started", lease_ms=10_000), 1),
+        (outcome(s, "succeeded", started_at=later(1)), 2),
+    ])
+    assert kinds(events) == ["JobSubmitted", "JobQueued", "JobStarted", "JobSucceeded"]
+
+
+def test_a_skipped_outcome_never_starts_the_job() -> None:
+    s = spec()
+    _, events, _ = run([(submit(s), 0), (outcome(s, "skipped", error_class="skipped"), 1)])
+    assert "JobStarted" not in kinds(events)
+
+
 def test_routing_rule_and_model_hint_pick_the_pool() -> None:
     _, events, _ = run([(submit(spec(long_context=True, priority="interactive")), 0)])
     assert isinstance(events[1], JobQueued) and (events[1].pool, events[1].lane) == ("big", "interactive")
@@ -304,12 +358,16 @@ ERROR_CLASSES = ["transient", "rate_limited", "permanent", "circuit_open", "canc
 
 def _outcomes() -> st.SearchStrategy[Input]:
     attempt = st.integers(min_value=1, max_value=5)
+    # A final outcome may carry its call's start (within the worker's announce window)
+    started_at = st.one_of(st.none(), st.builds(later, st.floats(min_value=0, max_value=120)))
     return st.one_of(
         st.builds(lambda a, ms: outcome(SPEC, "started", a, lease_ms=ms), attempt,
                   st.sampled_from([0, 1000, 60_000])),
-        st.builds(lambda a: outcome(SPEC, "succeeded", a), attempt),
-        st.builds(lambda a, c, ra: outcome(SPEC, "failed", a, error_class=c, retry_after_ms=ra),
-                  attempt, st.sampled_from(ERROR_CLASSES), st.sampled_from([None, 0, 2000, 900_000])),
+        st.builds(lambda a, at: outcome(SPEC, "succeeded", a, started_at=at), attempt, started_at),
+        st.builds(lambda a, c, ra, at: outcome(SPEC, "failed", a, error_class=c, retry_after_ms=ra,
+                                               started_at=at),
+                  attempt, st.sampled_from(ERROR_CLASSES), st.sampled_from([None, 0, 2000, 900_000]),
+                  started_at),
         st.builds(lambda a: outcome(SPEC, "skipped", a), attempt),
         st.builds(lambda n, ok: outcome(SPEC, "callback", 1, callback_attempt=n, callback_ok=ok),
                   st.integers(1, 3), st.booleans()),

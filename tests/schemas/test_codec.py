@@ -17,7 +17,15 @@ from prometheus_client import CollectorRegistry
 
 from brigade.errors import DecodeError, SchemaError
 from schemas.codec import LEGACY_FINGERPRINT_METRIC, MAGIC, Codec, _shape, builder
-from schemas.records import RECORD_TYPES, Envelope, JobCancelled, JobSpec, JobSucceeded, SubmitJob
+from schemas.records import (
+    RECORD_TYPES,
+    Envelope,
+    JobCancelled,
+    JobSpec,
+    JobSucceeded,
+    SubmitJob,
+    WorkOutcome,
+)
 from schemas.registry import Registry, SchemaVersion, default_registry
 from testkit.records import generated_records
 
@@ -156,6 +164,23 @@ def test_older_writer_is_resolved_into_newest_reader(tmp_path: Path) -> None:
     assert isinstance(decoded, JobCancelled)
     assert decoded.envelope.job_id == "j"
     assert decoded.reason is None
+
+
+def test_an_outcome_from_a_worker_before_started_at_reads_without_it() -> None:
+    # Given a final outcome as a worker of WorkOutcome v1 wrote it (no `startedAt`)
+    v1, newest = default_registry().versions("brigade.work.WorkOutcome")[0], \
+        default_registry().latest("brigade.work.WorkOutcome")
+    assert v1.version == 1 and newest.version > 1
+    buffer = io.BytesIO()
+    buffer.write(MAGIC + v1.fingerprint_bytes)
+    schemaless_writer(buffer, v1.parsed, {
+        "outcomeId": "o", "jobId": "j", "tenantId": "t", "attempt": 1, "kind": "succeeded",
+        "occurredAt": datetime.now(UTC), "worker": "w"})
+    # When today's codec reads it
+    decoded = codec.decode(buffer.getvalue())
+    # Then it is today's record, its start not reported (a `started` outcome preceded it)
+    assert isinstance(decoded, WorkOutcome)
+    assert (decoded.job_id, decoded.kind, decoded.started_at) == ("j", "succeeded", None)
 
 
 def _registry_with_older_cancelled(tmp_path: Path) -> tuple[Registry, SchemaVersion]:

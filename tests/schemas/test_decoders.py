@@ -20,6 +20,9 @@ from schemas.registry import SchemaVersion, default_registry
 
 CLASSES = {**RECORD_TYPES, **NESTED_TYPES}
 VERSIONS = [v for name in sorted(RECORD_TYPES) for v in default_registry().versions(name)]
+# The codec reads through a generated reader only what the newest version wrote; an older
+# writer's body is resolved by fastavro into the newest record.
+NEWEST = [default_registry().latest(name) for name in sorted(RECORD_TYPES)]
 
 
 def _encode(version: SchemaVersion, data: dict[str, Any]) -> bytes:
@@ -34,7 +37,7 @@ def _fastavro(version: SchemaVersion, body: bytes) -> Any:
     return _shape(RECORD_TYPES[version.full_name]).from_avro(decoded)
 
 
-@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"{v.full_name}.v{v.version}")
+@pytest.mark.parametrize("version", NEWEST, ids=lambda v: f"{v.full_name}.v{v.version}")
 def test_generated_reader_equals_fastavro(version: SchemaVersion) -> None:
     read = record_reader(version.raw, CLASSES, camel)
     for data in generate_many(version.parsed, 50):

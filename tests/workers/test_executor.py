@@ -128,8 +128,8 @@ async def test_shuffled_responses_reach_their_own_jobs(emulator: str, harness: A
         expected = pseudo_embedding(json.loads(item.spec.input or ""))
         assert embedding_of(outcome) == pytest.approx(expected, abs=1e-6)
         assert outcome.batch_size == 12
-    started = [o for o in h.publisher.outcomes if o.kind == "started"]
-    assert len(started) == 12 and len({o.batch_id for o in started}) == 1
+    # One batch, one id: each outcome names it
+    assert len({o.batch_id for o in outcomes}) == 1 and outcomes[0].batch_id
 
 
 async def test_partial_responses_fail_only_the_missing_items(emulator: str, harness: Any) -> None:
@@ -261,9 +261,11 @@ class GatedPublisher(RecordingPublisher):
         super().__init__()
         self.release = asyncio.Event()
         self.error = error
+        self.waiting = 0
 
     async def outcome(self, outcome: WorkOutcome) -> None:
         if outcome.kind == "started":
+            self.waiting += 1
             await self.release.wait()
             if self.error is not None:
                 raise self.error
@@ -277,10 +279,48 @@ async def _until_seen(url: str, text: str) -> None:
         await asyncio.sleep(0.01)
 
 
+async def test_a_call_within_the_announce_window_reports_its_start_with_the_outcome(
+        emulator: str, harness: Any) -> None:
+    # Given a model that answers well within the pool's announce window
+    h = harness(announce_start_after_ms=10_000)
+    before = datetime.now(UTC)
+    items = [work_item(f"quick {i}") for i in range(3)]
+    # When the batch runs
+    outcomes = await h.run(items)
+    # Then no `started` outcome is published: each final outcome carries the call's start
+    assert [o.kind for o in h.publisher.outcomes] == ["succeeded"] * 3
+    for item, outcome in zip(items, outcomes, strict=True):
+        assert outcome.started_at is not None and before <= outcome.started_at <= outcome.occurred_at
+        assert outcome.lease_ms == item.lease_ms and outcome.batch_id
+    assert len({o.started_at for o in outcomes}) == 1
+
+
+async def test_a_call_outlasting_the_announce_window_publishes_started_first(
+        emulator: str, harness: Any) -> None:
+    # Given a model call that takes far longer than the pool's announce window
+    configure(emulator, batch_latency_ms=400)
+    h = harness(announce_start_after_ms=20)
+    h.executor.publisher = gated = GatedPublisher()
+    running = asyncio.create_task(h.run([work_item("slow")]))
+    # When the window passes while the model still works
+    await _until_seen(emulator, "slow")
+    deadline = time.monotonic() + 30
+    while not gated.waiting:
+        assert time.monotonic() < deadline, "no `started` was published during the call"
+        await asyncio.sleep(0.005)
+    # Then the `started` outcome is on its way before the call ends, the final one after it
+    assert not running.done()
+    gated.release.set()
+    outcomes = await asyncio.wait_for(running, 30)
+    assert [o.kind for o in gated.outcomes] == ["started", "succeeded"]
+    assert outcomes[0].started_at is None
+
+
 async def test_model_call_overlaps_started_ack_but_succeeded_waits_for_it(
         emulator: str, harness: Any) -> None:
-    # Given a publisher that has not acknowledged the batch's `started` outcome yet
-    h = harness()
+    # Given a pool that announces every call, and a publisher that has not acknowledged the
+    # batch's `started` outcome yet
+    h = harness(announce_start_after_ms=0)
     h.executor.publisher = gated = GatedPublisher()
     running = asyncio.create_task(h.run([work_item("overlap")]))
     # When the model answers meanwhile
@@ -295,7 +335,7 @@ async def test_model_call_overlaps_started_ack_but_succeeded_waits_for_it(
 
 
 async def test_failed_started_publish_reports_nothing_final(emulator: str, harness: Any) -> None:
-    h = harness()
+    h = harness(announce_start_after_ms=0)
     h.executor.publisher = gated = GatedPublisher(error=OSError("broker gone"))
     gated.release.set()
     with pytest.raises(OSError, match="broker gone"):
