@@ -7,6 +7,7 @@ receiver's verified deliveries, and the ledger folds them into per-job counts.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -81,9 +82,14 @@ class JobTally:
 class Ledger:
     """Per-job tallies folded from the event log; redelivered messages count once."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.jobs: dict[str, JobTally] = {}
         self.messages = 0
+        self._clock = clock
+        # When the tail first read an event of the job, and its first decision: the run's
+        # slowest jobs are the ones a recovery path left waiting.
+        self._first_read: dict[str, float] = {}
+        self._decided_after: dict[str, float] = {}
 
     def add(self, event: LoggedEvent) -> None:
         """Fold one event (a second message with the same event id only counts as a message)."""
@@ -91,6 +97,16 @@ class Ledger:
         tally.messages += 1
         tally.events.setdefault(event.event_id, event)
         self.messages += 1
+        now = self._clock()
+        first = self._first_read.setdefault(event.job_id, now)
+        if event.terminal and event.job_id not in self._decided_after:
+            self._decided_after[event.job_id] = now - first
+
+    def slowest(self, accepted: Collection[str], n: int) -> list[tuple[str, float]]:
+        """The ``n`` accepted jobs that took longest from their first event to a decision."""
+        wanted = set(accepted)
+        decided = ((job, s) for job, s in self._decided_after.items() if job in wanted)
+        return sorted(decided, key=lambda pair: pair[1], reverse=True)[:n]
 
     def is_terminal(self, job_id: str) -> bool:
         """Whether the log holds a decision for ``job_id``."""

@@ -36,6 +36,7 @@ from cli.chaos.workload import Submitted, Submitter, plan_jobs
 from workers.callbacks import tenant_secret
 
 TRACED = 10  # lost jobs, and jobs decided twice, whose messages the report keeps
+SLOWEST, SLOWEST_TRACED = 10, 3  # the slowest decided jobs listed, and traced
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,6 +200,7 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
         missing_jobs = sorted(j for j in with_callback if tail.ledger.is_terminal(j) and j not in delivered)
         undecided = sorted(tail.ledger.undecided(list(submitted.accepted)))
         twice = lg.decided_twice_jobs(tail.ledger, submitted.accepted)
+        slowest = tail.ledger.slowest(submitted.accepted, SLOWEST)
     callbacks = receiver.counts()
     report: dict[str, Any] = {
         **asdict(counts),
@@ -209,7 +211,10 @@ def _report(stack: ChaosStack, receiver: Receiver, tail: LogTail, submitted: Sub
         "lost_jobs": undecided[:50],
         "decided_twice_jobs": twice[:50],
         # Every message about the first few of them, from every topic, while the broker is up.
-        "traces": _traces(stack, [*undecided[:TRACED], *twice[:TRACED]]),
+        "traces": _traces(stack, [*undecided[:TRACED], *twice[:TRACED],
+                                  *(job for job, _ in slowest[:SLOWEST_TRACED])]),
+        # Seconds from the tail's first read of a job's events to its decision.
+        "slowest_jobs": {job: round(seconds, 1) for job, seconds in slowest},
         "callbacks_unverified": callbacks["unverified"],
         "callbacks_redelivered": callbacks["redelivered"],
         "callbacks_refused_503": callbacks["refused_503"],

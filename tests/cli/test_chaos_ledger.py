@@ -125,3 +125,17 @@ def test_clean_needs_every_count_zero_and_replay_equal() -> None:
     assert clean(report)
     assert not clean({**report, "lost": 1})
     assert not clean({**report, "replay_equals_live": False})
+
+
+def test_the_slowest_jobs_are_those_decided_longest_after_their_first_event() -> None:
+    # Given jobs whose events arrive at known times, one decided 40 s after its first event
+    now = [0.0]
+    ledger = Ledger(clock=lambda: now[0])
+    quick, slow, undecided = _life("quick"), _life("slow"), _life("undecided")[:2]
+    for at, event in [(0, slow[0]), (1, quick[0]), (1, slow[1]), (2, quick[1]), (2, quick[2]),
+                      (3, undecided[0]), (40, slow[2]), (45, undecided[1]), (46, quick[2])]:
+        now[0] = float(at)
+        ledger.add(event)
+    # Then they are listed slowest first, timed by their first decision, undecided ones left out
+    assert ledger.slowest(["quick", "slow", "undecided"], 5) == [("slow", 40.0), ("quick", 1.0)]
+    assert ledger.slowest(["quick"], 5) == [("quick", 1.0)]
