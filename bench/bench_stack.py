@@ -6,9 +6,9 @@
 (c) batching efficiency with the real model: embeddings/s through the stack divided by the
     raw model's embeddings/s in a tight loop, measured in the same run;
 (d) the same no-op workload through Celery + Redis (acks_late), reported as a ratio;
-(e) the per-job budget: CPU per job of each process during (a), and the latency of each hop
-    (command → work item → started → model → succeeded → terminal event → client) during (b),
-    from the records' own timestamps (``bench.budget``).
+(e) the per-job budget: CPU per job of each process and records per job on each topic
+    during (a), and the latency of each hop (command → work item → model → succeeded →
+    terminal event → client) during (b), from the records' own timestamps (``bench.budget``).
 
     .venv/bin/python -m bench.bench_stack [--jobs 3000] [--embeddings 1000]
 """
@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from bench.bench_celery import celery_jobs_per_second
-from bench.budget import CpuPhase, hop_rows, model_calls, record_times
+from bench.budget import CpuPhase, hop_rows, model_calls, record_rows, record_times, records_written
 from bench.report import emit, percentile
 from bench.stack import EMULATED, RunningStack, embedded_stack
 from brigade.kafka.clients import make_consumer
@@ -118,14 +118,17 @@ def ceiling(jobs: int, run_id: str) -> dict[str, Any]:
     with embedded_stack(model_server=False) as stack:
         _submit_and_drain(stack, [f"warm-up {run_id} {i}" for i in range(100)], model_hint=EMULATED,
                           timeout_s=300)
+        records_before = records_written(stack.settings)
         cpu = CpuPhase(stack.home)
         cpu.start()
         seconds = _submit_and_drain(stack, [f"noop {run_id} {i}" for i in range(jobs)], model_hint=EMULATED,
                                     timeout_s=900)
         budget = cpu.rows(jobs)
+        records = record_rows(records_before, records_written(stack.settings), jobs)
     emit("stack-cpu-budget", f"(e) CPU per no-op job by process ({jobs} jobs, load before "
          f"{cpu.load_before:.2f}, after {os.getloadavg()[0]:.2f})", budget,
          extra={"load_before": cpu.load_before, "load_after": os.getloadavg()[0]})
+    emit("stack-records", f"(e) records written per no-op job, by topic ({jobs} jobs)", records)
     return {"jobs": jobs, "seconds": seconds, "jobs_per_s": jobs / seconds}
 
 

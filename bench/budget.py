@@ -1,13 +1,14 @@
-"""The per-job budget of a running stack: CPU per process and latency per hop.
+"""The per-job budget of a running stack: CPU per process, records per topic, latency per hop.
 
 CPU comes from ``/proc/<pid>/stat`` (user + system time) of every process whose working
 directory is the stack's home (``brigade up`` starts the broker, the API, the processors,
-the workers and the emulator there), read before and after a phase. Latency per hop comes
-from the timestamps the producers of each record put on it (Kafka ``CreateTime``): the
-command written by the API, the work item written by the processor, the ``started`` and
-``succeeded`` outcomes written by the worker, and the ``JobSucceeded`` event written by the
-processor, plus the client's own clock when it sent the job and when it saw the result.
-All processes share one machine clock, so differences between them are meaningful.
+the workers and the emulator there), read before and after a phase. Records come from the
+high watermarks of every topic of the stack (changelogs included), read before and after
+the same phase. Latency per hop comes from the timestamps the producers of each record put
+on it (Kafka ``CreateTime``): the command written by the API, the work item written by the
+processor, the ``succeeded`` outcome written by the worker, and the ``JobSucceeded`` event
+written by the processor, plus the client's own clock when it sent the job and when it saw
+the result. All processes share one machine clock, so differences between them are meaningful.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from bench.report import percentile
 from brigade.kafka.clients import make_admin, make_consumer
+from brigade.kafka.lag import end_offsets
 from brigade.kafka.topology import Topology
 from brigade.settings import Settings
 from schemas.codec import Codec
@@ -136,6 +138,25 @@ def model_calls(base_url: str) -> ModelCalls:
     return ModelCalls(values.get("brigade_model_batch_size_count", 0.0),
                       values.get("brigade_model_batch_size_sum", 0.0),
                       values.get("brigade_model_inference_seconds_sum", 0.0))
+
+
+def records_written(settings: Settings) -> dict[str, int]:
+    """Records each topic of the stack holds so far (its partitions' high watermarks summed)."""
+    names = [t for t in make_admin(settings).list_topics(timeout=10).topics
+             if t.startswith(settings.kafka.topic_prefix)]
+    totals: dict[str, int] = defaultdict(int)
+    for (topic, _), high in end_offsets(settings.kafka.bootstrap, names).items():
+        totals[topic] += high
+    return dict(totals)
+
+
+def record_rows(before: dict[str, int], after: dict[str, int], jobs: int) -> list[dict[str, Any]]:
+    """Records written per topic between two ``records_written`` readings, per job; total last."""
+    written = {t: n - before.get(t, 0) for t, n in after.items() if n > before.get(t, 0)}
+    rows: list[dict[str, Any]] = [{"topic": t, "records": n, "per_job": n / jobs}
+                                  for t, n in sorted(written.items(), key=lambda kv: -kv[1])]
+    total = sum(written.values())
+    return [*rows, {"topic": "total", "records": total, "per_job": total / jobs}]
 
 
 # ---------------------------------------------------------------------------------------

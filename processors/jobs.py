@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[object]]]
 """``await send(topic, key, value)`` queues a message and returns its delivery future."""
 CHECK_REPEAT_S = 5.0  # re-raise a lease/deadline check if the first one changed nothing
+# The least time between two fold markers of one partition. A marker per batch was one
+# changelog record for every few inputs under load; an older marker only lengthens the tail
+# a successor reads, since events the table already holds fold as redeliveries.
+MARKER_INTERVAL_S = 0.5
 
 
 class InvalidInput(Exception):
@@ -89,7 +93,8 @@ class JobProcessor:
     def __init__(self, *, settings: Settings, table: MutableMapping[bytes, bytes], send: Send,
                  metrics: Metrics, policy: Policy | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 worker_commits: WorkerCommits | None = None, read_tail: ReadTail | None = None) -> None:
+                 worker_commits: WorkerCommits | None = None, read_tail: ReadTail | None = None,
+                 marker_interval_s: float = MARKER_INTERVAL_S) -> None:
         self._settings = settings
         self._topology = Topology(settings)
         self._table = table
@@ -107,6 +112,8 @@ class JobProcessor:
         self._markers = marker_keys(settings.topics.partitions)
         self._read_tail = read_tail or tail_reader(settings, self._topology.job_events)
         self._folded: set[int] = set()  # partitions whose log tail is in the table since assignment
+        self._marker_interval_s = marker_interval_s
+        self._marked_at: dict[int, float] = {}  # partition -> monotonic time of its last marker
         # The commands topic's real partition count (the app sets it from the broker's metadata),
         # so that a command is forwarded exactly where the producer's partitioner will put it.
         self.command_partitions = settings.topics.partitions
@@ -133,6 +140,7 @@ class JobProcessor:
         raise checks every few seconds for jobs another processor decides.
         """
         self._folded.clear()
+        self._marked_at.clear()
         self.rebuild_alarms(owned)
 
     async def _publish_and_store(self, work: _Batch) -> None:
@@ -150,8 +158,11 @@ class JobProcessor:
             if job is not None:
                 self._table[key] = encode_job(_without_result_text(job))
                 self._track(key, job)
+        now = time.monotonic()
         for partition, offset in work.folded_to.items():  # after the states: see processors.recovery
-            self._table[self._markers[partition]] = str(offset).encode()
+            if now - self._marked_at.get(partition, float("-inf")) >= self._marker_interval_s:
+                self._table[self._markers[partition]] = str(offset).encode()
+                self._marked_at[partition] = now
 
     # ---- recovery -----------------------------------------------------------------------
 

@@ -54,8 +54,12 @@ async def real_send(settings: Settings) -> AsyncIterator[Send]:
         await producer.stop()
 
 
-def processor(settings: Settings, table: MutableMapping[bytes, bytes], send: Send) -> JobProcessor:
-    return JobProcessor(settings=settings, table=table, send=send, metrics=Metrics())
+def processor(settings: Settings, table: MutableMapping[bytes, bytes], send: Send,
+              marker_interval_s: float = 0.0) -> JobProcessor:
+    # A marker after every batch unless a test says otherwise: the tail is then exactly the
+    # dying batch's events.
+    return JobProcessor(settings=settings, table=table, send=send, metrics=Metrics(),
+                        marker_interval_s=marker_interval_s)
 
 
 class Inputs:
@@ -159,6 +163,46 @@ def test_a_work_item_lost_with_the_crash_is_sent_again_by_the_successor(applied:
     # Then the job was decided once and its work item is on the work topic
     assert [type(e).__name__ for e in events_of(applied, job.job_id)] == ["JobSubmitted", "JobQueued"]
     assert [item.attempt for item in work_items_of(applied, job.job_id)] == [1]
+
+
+def test_a_marker_older_than_the_table_folds_again_only_what_the_table_lacks(applied: Settings) -> None:
+    first_job = spec("marked", created_at=datetime.now(UTC))
+    partition = partition_of(first_job.job_id.encode(), applied.topics.partitions)
+    # A second job on the same partition, dispatched after the partition's last marker
+    later = next(s for n in range(1000) if partition_of(
+        (s := spec(f"unmarked {n}", created_at=datetime.now(UTC))).job_id.encode(),
+        applied.topics.partitions) == partition)
+    inputs = Inputs(applied)
+    marker = marker_keys(applied.topics.partitions)[partition]
+
+    async def scenario() -> None:
+        table: dict[bytes, bytes] = {}
+        async with real_send(applied) as send:
+            # Given a processor that marks a partition at most once an hour: its second
+            # batch's states are stored, its marker is not
+            first = processor(applied, table, send, marker_interval_s=3600)
+            await first.process([inputs(submit(first_job), partition=partition)])
+            marked = table[marker]
+            await first.process([inputs(submit(later), partition=partition)])
+            assert table[marker] == marked
+            # And a batch whose events the broker acknowledged before the process died
+            dying = processor(applied, DyingTable(table), send)
+            with pytest.raises(KilledBeforeTableWrite):
+                await dying.process([inputs(cancel(first_job), partition=partition)])
+            # When a successor folds the tail after the older marker and decides again
+            successor = processor(applied, table, send)
+            await successor.process([inputs(cancel(first_job), partition=partition)])
+            cancelled, dispatched = successor.state(first_job.job_id), successor.state(later.job_id)
+            assert cancelled is not None and cancelled.status == "cancelled"
+            assert dispatched is not None and dispatched.phase == "dispatched"
+
+    asyncio.run(scenario())
+    # Then the cancel was decided once, and the job the table already held was not
+    # dispatched again: its events in the tail folded as redeliveries, sending nothing
+    assert [type(e).__name__ for e in events_of(applied, first_job.job_id)] == \
+        ["JobSubmitted", "JobQueued", "JobCancelled"]
+    assert [type(e).__name__ for e in events_of(applied, later.job_id)] == ["JobSubmitted", "JobQueued"]
+    assert [item.attempt for item in work_items_of(applied, later.job_id)] == [1]
 
 
 def test_each_fold_marker_lands_on_its_own_partition_with_the_brokers_partitioner(applied: Settings) -> None:
