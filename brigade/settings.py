@@ -92,7 +92,7 @@ class PoolSettings(BaseModel):
     # published then; a call that ends sooner reports each start with the item's final
     # outcome instead (one record and one processor decision fewer per job; JobStarted is
     # still written, at the call's start time). 0 publishes `started` as every call begins.
-    announce_start_after_ms: int = Field(default=50, ge=0)
+    announce_start_after_ms: int = Field(default=250, ge=0)
     interactive: LaneSettings = LaneSettings(max_batch_size=16, max_delay_ms=5, close_when_idle=True)
     batch: LaneSettings = LaneSettings(max_batch_size=64, max_delay_ms=200, token_budget=65536)
 
