@@ -150,29 +150,28 @@ class PoolExecutor:
         began = datetime.now(UTC)
         calling = asyncio.ensure_future(self._call(items, call, admission.ticket, lane))
         try:
-            answered = await self._answer_or_announce(items, call, calling)
+            answered, announced = await self._answer_or_announce(items, call, calling)
         except BaseException:
             calling.cancel()
             raise
-        if answered is None:
-            final.update(calling.result())
-        else:
+        if not announced:
             # The call ended within the announce window: each final outcome reports its
             # attempt's start itself, and the processor records JobStarted at ``began``.
-            final.update({i: replace(o, batch_id=call.batch_id, lease_ms=items[i].lease_ms,
-                                     started_at=began) for i, o in answered.items()})
+            answered = {i: replace(o, batch_id=call.batch_id, lease_ms=items[i].lease_ms,
+                                   started_at=began) for i, o in answered.items()}
+        final.update(answered)
         return final
 
     async def _answer_or_announce(
         self, items: Sequence[WorkItem], call: _Call, calling: asyncio.Future[dict[int, WorkOutcome]]
-    ) -> dict[int, WorkOutcome] | None:
-        """The call's outcomes if it ends within the announce window; else ``None`` once the
-        batch's `started` outcomes are durable and the call has ended."""
+    ) -> tuple[dict[int, WorkOutcome], bool]:
+        """The call's outcomes, and whether the batch's `started` outcomes were published
+        (durably) because the call outlasted the pool's announce window."""
         window_s = self.pool.announce_start_after_ms / 1000.0
         if window_s > 0:
             await asyncio.wait((calling,), timeout=window_s)
             if calling.done():
-                return calling.result()
+                return calling.result(), False
         # The rest of the call overlaps the wait for the `started` acks; the final outcomes
         # are published only after those acks, so a job's `started` is durable before its
         # `succeeded` or `failed` is even sent. A `started` that fails to publish fails the
@@ -184,7 +183,7 @@ class PoolExecutor:
             await asyncio.wait((calling,))
         finally:
             await announced
-        return None
+        return calling.result(), True
 
     async def _prepare(
         self, items: Sequence[WorkItem], runnable: list[int]
