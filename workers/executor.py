@@ -178,11 +178,11 @@ class PoolExecutor:
         # batch: nothing final is reported and the unacked work is redelivered (the model
         # call is then repeated, as after a crash).
         started = [self._started(items[i], call.batch_id) for i in call.indexes]
-        announced = asyncio.gather(*(self.publisher.outcome(o) for o in started))
+        publishing = asyncio.gather(*(self.publisher.outcome(o) for o in started))
         try:
             await asyncio.wait((calling,))
         finally:
-            await announced
+            await publishing
         return calling.result(), True
 
     async def _prepare(
