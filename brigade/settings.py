@@ -38,6 +38,10 @@ class KafkaSettings(BaseModel):
     # More than one runs a replicated cluster (``brigade.kafka.cluster``): node i listens on
     # broker_port + 2i; bootstrap and the topics' replication follow unless set.
     brokers: int = Field(default=1, ge=1, le=9)
+    # Every consumer group member's session: a member that dies without leaving (SIGKILL)
+    # holds its partitions this long, unless restarted under its static name (``--instance``).
+    # Faust requires it below its 90 s request timeout; brokers refuse less than 6 s.
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=90.0)
 
 
 class TopicSettings(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -49,11 +50,15 @@ def child_specs(settings: Settings, *, with_model_server: bool) -> list[ChildSpe
             name="model", argv=[*brigade, "model-server", "--port", port],
             ready=lambda: _http_ok(f"{endpoint}/healthz"), ready_timeout_s=300,
         ))
+    # Static group members: a crashed child restarted by the supervisor takes its partitions
+    # back at once instead of waiting out its dead self's session.
+    host = socket.gethostname()
     specs += [
         ChildSpec(name="api", argv=[*brigade, "api"], ready=lambda: _http_ok(f"{api}/healthz")),
-        ChildSpec(name="processors", argv=[*brigade, "processors"],
+        ChildSpec(name="processors", argv=[*brigade, "processors", "--instance", f"{host}-processors"],
                   env={"BRIGADE_METRICS_PORT": str(settings.processors_metrics_port)}),
-        ChildSpec(name="workers", argv=[*brigade, "workers", *_pool_args(settings)],
+        ChildSpec(name="workers",
+                  argv=[*brigade, "workers", *_pool_args(settings), "--instance", f"{host}-workers"],
                   env={"BRIGADE_METRICS_PORT": str(settings.workers_metrics_port),
                        **_callback_env(settings)}),
     ]

@@ -38,7 +38,7 @@ def default_store() -> str:
 
 def create_app(settings: Settings, *, store: str | None = None, node: str = "processor-0",
                batch_max: int = 500, batch_within_s: float = 0.005, delay_tiers: bool = True,
-               metrics: Metrics | None = None) -> faust.App:
+               metrics: Metrics | None = None, instance: str | None = None) -> faust.App:
     """Build the processors' Faust app for ``settings``.
 
     Args:
@@ -48,6 +48,10 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
             batch closes when nothing more is buffered, and after ``batch_within_s`` at most.
         delay_tiers: also run the delay-tier agent in this process.
         metrics: where to count; a fresh registry by default (``app.brigade_metrics``).
+        instance: static member name in the processors' group and the delay tiers' group
+            (Kafka's ``group.instance.id``): restarted under it, the process takes its
+            partitions back at once, without a rebalance. Unique per running process; ``None``
+            joins as a dynamic member (partitions move ~10 s after a crash, twice).
     """
     topology = Topology(settings)
     metrics = metrics or Metrics()
@@ -67,8 +71,9 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         # A SIGKILLed processor's partitions move after this long: it bounds recovery time.
-        broker_session_timeout=10.0,
+        broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=1.0,
+        consumer_group_instance_id=instance,
         # A batch's effects are sent together and the agent waits for their acks. aiokafka
         # keeps one request in flight per broker and, once a partition's batch is full,
         # makes send() wait for it to drain: with the 16 KiB default a 500-input batch
@@ -87,7 +92,7 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         processor.reassigned({tp.partition for tp in app.assignor.assigned_actives() if tp.topic in inputs})
 
     if delay_tiers:
-        _install_delay(app, DelayTiers(settings=settings, metrics=metrics,
+        _install_delay(app, DelayTiers(settings=settings, metrics=metrics, instance=instance,
                                        on_failure=lambda _exc: exit_uncommitted()))
     restart_streams_after_rebalance(app)
     attach(app, "processor", processor)

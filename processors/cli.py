@@ -25,15 +25,19 @@ def processors(
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Faust worker log level.")] = "info",
     delay_tiers: Annotated[bool, typer.Option(help="Also run the delay-tier agent.")] = True,
+    instance: Annotated[str | None, typer.Option(
+        help="Static group member name, unique per process: a restart under it takes its "
+             "partitions back at once.")] = None,
 ) -> None:
     """Start a job-processor worker: state machine, routing, retries, leases, cancellation."""
     settings: Settings = ctx.obj
     port = settings.metrics_port if metrics_port is None else metrics_port
-    run(settings, node=node, store=store, metrics_port=port, loglevel=loglevel, delay_tiers=delay_tiers)
+    run(settings, node=node, store=store, metrics_port=port, loglevel=loglevel, delay_tiers=delay_tiers,
+        instance=instance)
 
 
 def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: int = 0,
-        loglevel: str = "info", delay_tiers: bool = True) -> None:
+        loglevel: str = "info", delay_tiers: bool = True, instance: str | None = None) -> None:
     """Build the app for ``settings`` and run its worker until stopped."""
     from prometheus_client import start_http_server
 
@@ -42,7 +46,8 @@ def run(settings: Settings, *, node: str = "", store: str = "", metrics_port: in
     from processors.metrics import Metrics
 
     app = create_app(settings, store=store or None, node=node or f"{socket.gethostname()}-processor",
-                     batch_within_s=settings.processors_batch_window_ms / 1000.0, delay_tiers=delay_tiers)
+                     batch_within_s=settings.processors_batch_window_ms / 1000.0, delay_tiers=delay_tiers,
+                     instance=instance)
     if metrics_port:
         registry = attached(app, "metrics", Metrics).registry
         start_http_server(metrics_port, addr=settings.metrics_host, registry=registry)

@@ -48,13 +48,16 @@ class DelayTiers:
     """The delay agent over all tier topics, run on its own thread beside the Faust worker."""
 
     def __init__(self, *, settings: Settings, metrics: Metrics, group: str | None = None,
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
-        """``on_failure`` is called (on the delay thread) when the loop dies of an error."""
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 instance: str | None = None) -> None:
+        """``on_failure`` is called (on the delay thread) when the loop dies of an error;
+        ``instance`` makes the consumer a static group member (``group.instance.id``)."""
         self._settings = settings
         self._on_failure = on_failure
         self._topology = Topology(settings)
         self._metrics = metrics
         self._group = group or f"{settings.kafka.topic_prefix}-delay-tiers"
+        self._membership = {} if instance is None else {"group.instance.id": instance}
         self._tier_of = {topic: seconds for seconds, topic in self._topology.retry_tiers()}
         self._codec = Codec(metrics=metrics.registry)
         self._held: dict[tuple[str, int], float] = {}
@@ -84,7 +87,7 @@ class DelayTiers:
             raise
 
     def _loop(self) -> None:
-        consumer = make_consumer(self._settings, self._group)
+        consumer = make_consumer(self._settings, self._group, **self._membership)
         # Not idempotent (see NOT_IDEMPOTENT); one timer is in flight at a time, so nothing
         # is reordered.
         producer = make_producer(self._settings, **NOT_IDEMPOTENT)

@@ -34,12 +34,15 @@ class Processors:
         self.killed: set[str] = set()
         self.loglevel = "info"
 
-    def start(self, node: str, *, delay_tiers: bool = True) -> subprocess.Popen[bytes]:
-        """Start ``python -m processors`` as ``node`` (memory store)."""
+    def start(self, node: str, *, delay_tiers: bool = True,
+              instance: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``python -m processors`` as ``node`` (memory store), a static member when ``instance``."""
         args = [sys.executable, "-m", "processors", "--node", node, "--store", "memory://",
                 "--loglevel", self.loglevel]
         if not delay_tiers:
             args.append("--no-delay-tiers")
+        if instance is not None:
+            args += ["--instance", instance]
         with (self.logs / f"{node}.log").open("ab") as log:
             proc = subprocess.Popen(args, cwd=self.logs, env=settings_env(self.settings), stdout=log,
                                     stderr=subprocess.STDOUT)

@@ -1,4 +1,4 @@
-"""Polling with a deadline, settings for child processes, and Kafka consumer threads."""
+"""Polling with a deadline, settings for child processes, Kafka consumer threads and groups."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka.admin import AdminClient
 
 from brigade.kafka.clients import make_consumer
 from brigade.net import free_port
@@ -172,3 +173,25 @@ kind = "openai-embeddings"
 {emulated}
 {extra}
 """
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One member of a consumer group as the broker describes it."""
+
+    member_id: str
+    instance: str | None
+    partitions: frozenset[tuple[str, int]]
+
+
+def describe_group(admin: AdminClient, group: str) -> tuple[str, list[GroupMember]] | None:
+    """The group's state name (``STABLE``, ``PREPARING_REBALANCE``, ...) and members, or
+    ``None`` while the broker has no coordinator for it."""
+    try:
+        [description] = [f.result(10) for f in admin.describe_consumer_groups([group]).values()]
+    except KafkaException:
+        return None
+    members = [GroupMember(m.member_id, m.group_instance_id,
+                           frozenset((tp.topic, tp.partition) for tp in m.assignment.topic_partitions))
+               for m in description.members]
+    return description.state.name, members

@@ -75,8 +75,16 @@ def create_app(
     store: str = "memory://",
     worker_id: str | None = None,
     metrics: WorkerMetrics | None = None,
+    instance: str | None = None,
 ) -> faust.App:
-    """Build the worker app for ``pools``; the caller runs it (``faust.Worker``) and owns it."""
+    """Build the worker app for ``pools``; the caller runs it (``faust.Worker``) and owns it.
+
+    ``instance`` makes the process a static member of the workers' group (Kafka's
+    ``group.instance.id``): restarted under the same name, it replaces its dead self and
+    takes its partitions back at once instead of after the dead member's session
+    (``kafka.session_timeout_s``). Unique per running process (a second process with the
+    same name fences the first); ``None`` joins as a dynamic member.
+    """
     validate(settings, pools)
     pipelines = {name: pipeline_for(settings.pools[name]) for name in pools}
     topology = Topology(settings)
@@ -95,8 +103,9 @@ def create_app(
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # A SIGKILLed worker's partitions move to the others after this long (as for the
         # processors); Faust's default keeps them stuck for a minute.
-        broker_session_timeout=10.0,
+        broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=1.0,
+        consumer_group_instance_id=instance,
     )
     topics: dict[str, Any] = {}
 

@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Faust table store: memory:// or rocksdb:// (needs rocksdict).")
         ] = "memory://",
         loglevel: Annotated[str, typer.Option(help="Faust worker log level.")] = "warning",
+        instance: Annotated[str | None, typer.Option(
+            help="Static group member name, unique per process: a restart under it takes its "
+                 "partitions back at once.")] = None,
     ) -> None:
         """Run workers for the given pools until interrupted (Ctrl-C / SIGTERM drain them)."""
         from prometheus_client import start_http_server
@@ -30,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
         settings: Settings = ctx.obj
         metrics = WorkerMetrics()
-        faust_app = create_app(settings, pool, store=store, metrics=metrics)
+        faust_app = create_app(settings, pool, store=store, metrics=metrics, instance=instance)
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
         faust_worker(faust_app, loglevel=loglevel).execute_from_commandline()

@@ -44,7 +44,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[str, Any]:
     """Consumer settings with manual commits: offsets move only after the effect is done.
 
-    A dead member's partitions move to the others after 10 s (``session.timeout.ms``).
+    A dead member's partitions move to the others after ``kafka.session_timeout_s`` (10 s).
     """
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka.bootstrap,
@@ -55,8 +55,8 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[st
         "enable.partition.eof": False,
         # A member that dies without leaving (SIGKILL, os._exit) keeps its partitions until
         # its session expires: with librdkafka's 45 s default a restarted delay tier sat 44 s
-        # on due retry timers (measured). 10 s, as the Faust apps' broker_session_timeout.
-        "session.timeout.ms": 10_000,
+        # on due retry timers (measured). The Faust apps use the same setting.
+        "session.timeout.ms": int(settings.kafka.session_timeout_s * 1000),
         "heartbeat.interval.ms": 1_000,
     }
     config.update(overrides)

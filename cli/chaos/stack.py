@@ -153,9 +153,13 @@ def child_specs(settings: Settings, options: StackOptions, home: Path) -> list[C
     specs = [ChildSpec(name="api", argv=[*brigade, "api"], env=env, ready=lambda: _ok(f"{api}/readyz"),
                        ready_timeout_s=300)]
     specs += [ChildSpec(name=f"processor-{n}", env=env,
-                        argv=[*brigade, "processors", "--node", f"processor-{n}", "--metrics-port", "0"])
+                        argv=[*brigade, "processors", "--node", f"processor-{n}",
+                              "--instance", f"processor-{n}", "--metrics-port", "0"])
               for n in range(1, options.processors + 1)]
-    specs += [ChildSpec(name=f"worker-{n}", env=env, argv=[*brigade, "workers", "--pool", "emulated"])
+    # Static members: a killed child restarted under its name takes its partitions back at
+    # once, and the rest of its group never stops for a rebalance.
+    specs += [ChildSpec(name=f"worker-{n}", env=env,
+                        argv=[*brigade, "workers", "--pool", "emulated", "--instance", f"worker-{n}"])
               for n in range(1, options.workers + 1)]
     return specs
 

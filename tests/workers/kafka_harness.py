@@ -45,10 +45,13 @@ BRIGADE = str(Path(sys.executable).with_name("brigade"))
 class WorkerProcess:
     """``brigade workers --pool ...`` in a subprocess; always killed at the end."""
 
-    def __init__(self, settings: Settings, pools: list[str], log: Path) -> None:
+    def __init__(self, settings: Settings, pools: list[str], log: Path, *,
+                 instance: str | None = None) -> None:
         args = [BRIGADE, "workers", "--loglevel", "info"]
         for pool in pools:
             args += ["--pool", pool]
+        if instance is not None:
+            args += ["--instance", instance]
         self._log = log.open("ab")
         self.killed = False
         self.proc = subprocess.Popen(args, env=settings_env(settings), stdout=self._log,
