@@ -8,9 +8,11 @@
 (d) the same no-op workload through Celery + Redis (acks_late), reported as a ratio;
 (e) the per-job budget: CPU per job of each process and records per job on each topic
     during (a), and the latency of each hop (command → work item → model → succeeded →
-    terminal event → client) during (b), from the records' own timestamps (``bench.budget``).
+    terminal event → client) during (b), from the records' own timestamps (``bench.budget``);
+(f) the idle cost: CPU of each process of a warmed-up stack with nothing to do, which every
+    job pays at low rates (batching (c) runs at ~75 jobs/s).
 
-    .venv/bin/python -m bench.bench_stack [--jobs 3000] [--embeddings 1000]
+    .venv/bin/python -m bench.bench_stack [--jobs 3000] [--embeddings 1000] [--only idle]
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from bench.bench_celery import celery_jobs_per_second
-from bench.budget import CpuPhase, hop_rows, model_calls, record_rows, record_times, records_written
+from bench.budget import (
+    CpuPhase,
+    hop_rows,
+    model_calls,
+    record_rows,
+    record_times,
+    records_written,
+    stack_cpu,
+)
 from bench.report import emit, percentile
 from bench.stack import EMULATED, RunningStack, embedded_stack
 from brigade.kafka.clients import make_consumer
@@ -200,17 +210,34 @@ def batching_efficiency(embeddings: int, run_id: str) -> dict[str, Any]:
             "model_busy_share": calls.seconds / seconds}
 
 
+def idle_cost(seconds: float, run_id: str) -> list[dict[str, Any]]:
+    """(f) percent of a core each process of a warmed-up, idle stack uses."""
+    with embedded_stack(model_server=False) as stack:
+        _submit_and_drain(stack, [f"warm-up {run_id} {i}" for i in range(100)], model_hint=EMULATED,
+                          timeout_s=300)
+        before, started = stack_cpu(stack.home), time.perf_counter()
+        time.sleep(seconds)  # the window measured, with nothing submitted: not a synchronisation
+        elapsed, after = time.perf_counter() - started, stack_cpu(stack.home)
+    used = {role: after[role] - before.get(role, 0.0) for role in after}
+    rows = [{"process": role, "cpu_s": cpu_s, "core_pct": cpu_s / elapsed * 100}
+            for role, cpu_s in sorted(used.items(), key=lambda kv: -kv[1])]
+    total = sum(used.values())
+    rows.append({"process": "total", "cpu_s": total, "core_pct": total / elapsed * 100})
+    return rows
+
+
 def main() -> None:
-    """Run (a) to (d) and report."""
+    """Run (a) to (d) and (f), and report."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--embeddings", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--only", choices=("ceiling", "latency", "batching"), action="append")
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--only", choices=("ceiling", "latency", "batching", "idle"), action="append")
     args = parser.parse_args()
     run_id = str(int(time.time()))
-    only = set(args.only or ("ceiling", "latency", "batching"))
+    only = set(args.only or ("ceiling", "latency", "batching", "idle"))
     if "ceiling" in only:
         noop = ceiling(args.jobs, run_id)
         print(f"brigade: {noop['jobs_per_s']:.1f} no-op jobs/s", flush=True)
@@ -225,6 +252,9 @@ def main() -> None:
     if "batching" in only:
         efficiency = batching_efficiency(args.embeddings, run_id)
         emit("stack-batching", "(c) batching efficiency with all-MiniLM-L6-v2", [efficiency])
+    if "idle" in only:
+        emit("stack-idle", f"(f) CPU of an idle stack, % of a core ({args.idle_seconds:g} s, "
+             f"load {os.getloadavg()[0]:.2f})", idle_cost(args.idle_seconds, run_id))
 
 
 if __name__ == "__main__":
