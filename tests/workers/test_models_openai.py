@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -10,6 +11,10 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from brigade.errors import ModelError, Permanent, RateLimited, Transient
 from brigade.settings import BuiltinModelSettings, PoolSettings
@@ -276,3 +281,25 @@ def test_duplicate_or_out_of_range_indexes_are_never_trusted() -> None:
     assert isinstance(vectors[2], Transient)
     with pytest.raises(Transient):
         _vectors_by_index({"data": None}, 1)
+
+
+async def test_a_body_with_nan_literals_is_read_as_before() -> None:
+    # orjson refuses the NaN literal some servers write; the standard parser reads it.
+    text = ('{"object":"list","data":[{"object":"embedding","index":0,"embedding":[NaN,0.5]}],'
+            '"model":"m","usage":{"prompt_tokens":1,"total_tokens":1}}')
+
+    async def embeddings(request: Request) -> Response:
+        return Response(text, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return Response("ok")
+
+    routes = [Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/healthz", healthz)]
+    with serve(Starlette(routes=routes)) as url:
+        client = OpenAIEmbeddingsClient.from_pool(PoolSettings(model="m", endpoint=url))
+        try:
+            [outcome] = await client.infer([InferenceRequest(job_id="j", input="text", model="m")])
+        finally:
+            await client.aclose()
+    assert isinstance(outcome, InferenceResult)
+    assert math.isnan(outcome.output["embedding"][0]) and outcome.output["embedding"][1] == 0.5

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 import re
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
@@ -144,3 +145,43 @@ async def test_in_process_builtin_client(minilm: Embedder) -> None:
     assert isinstance(a, InferenceResult) and isinstance(c, InferenceResult) and isinstance(b, Permanent)
     assert a.job_id == "a" and len(a.output["embedding"]) == 384 and a.tokens > 5
     assert cosine(a.output["embedding"], c.output["embedding"]) > 0.6
+
+
+def test_float_embeddings_read_back_exactly_by_the_standard_json_parser(
+        server: str, minilm: Embedder) -> None:
+    # The body is written by orjson; Python's own json module (the reference reader here)
+    # must read back exactly the doubles the model computed.
+    texts = [GUITAR, UNRELATED, PARAPHRASE]
+    response = httpx.post(f"{server}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = json.loads(response.text)
+    vectors, _ = minilm.encode(texts)
+    assert [item["embedding"] for item in body["data"]] == vectors
+
+
+class _NonFinite:
+    """A broken model: the real one's vectors with a NaN in the second."""
+
+    def __init__(self, model: Embedder) -> None:
+        self._model = model
+        self.name, self.backend, self.dimension = model.name, model.backend, model.dimension
+        self.max_seq_length, self.vocab_size = model.max_seq_length, model.vocab_size
+
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
+        vectors, tokens = self._model.encode(texts)
+        if len(vectors) > 1:
+            vectors[1][7] = math.nan
+        return vectors, tokens
+
+    def decode(self, token_ids: Sequence[Sequence[int]]) -> list[str]:
+        return self._model.decode(token_ids)
+
+
+def test_a_model_producing_nan_is_a_server_error_not_a_body(minilm: Embedder) -> None:
+    with serve(create_app(loader=lambda: _NonFinite(minilm), max_batch_size=64)) as url:
+        response = httpx.post(f"{url}/v1/embeddings",
+                              json={"model": "all-MiniLM-L6-v2", "input": [GUITAR, UNRELATED]})
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error"
+    assert "non-finite" in response.json()["error"]["message"]
