@@ -49,9 +49,10 @@ def create_app(settings: Settings, *, store: str | None = None, node: str = "pro
         delay_tiers: also run the delay-tier agent in this process.
         metrics: where to count; a fresh registry by default (``app.brigade_metrics``).
         instance: static member name in the processors' group and the delay tiers' group
-            (Kafka's ``group.instance.id``): restarted under it, the process takes its
-            partitions back at once, without a rebalance. Unique per running process; ``None``
-            joins as a dynamic member (partitions move ~10 s after a crash, twice).
+            (Kafka's ``group.instance.id``): restarted under it, the process replaces its dead
+            self and takes its partitions back at once. Unique per running process; ``None``
+            joins as a dynamic member, whose replacement waits out the dead one's session
+            (``kafka.session_timeout_s``).
     """
     topology = Topology(settings)
     metrics = metrics or Metrics()

@@ -10,7 +10,7 @@ fetched so far is in the batch. Under load the queue refills while a batch is de
 batches still grow with the arrival rate; ``within`` stays as the upper bound when input
 never stops, counted from the batch's first event. An idle stream sets no timer at all:
 ``take_events`` (and this module before) woke every ``within`` to find nothing, which at
-5 ms cost an idle processor 8 % of a core (`bench.bench_stack --only idle`).
+5 ms cost an idle processor 8 % of a core (``bench.bench_stack --only idle``).
 
 It drives the same Faust stream machinery ``take_events`` does (a passive processor that
 fills the buffer, the stream's own ``ack``, its private ``_enable_passive``), so a Faust

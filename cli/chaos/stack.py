@@ -157,7 +157,7 @@ def child_specs(settings: Settings, options: StackOptions, home: Path) -> list[C
                               "--instance", f"processor-{n}", "--metrics-port", "0"])
               for n in range(1, options.processors + 1)]
     # Static members: a killed child restarted under its name takes its partitions back at
-    # once, and the rest of its group never stops for a rebalance.
+    # once instead of waiting out its dead self's session.
     specs += [ChildSpec(name=f"worker-{n}", env=env,
                         argv=[*brigade, "workers", "--pool", "emulated", "--instance", f"worker-{n}"])
               for n in range(1, options.workers + 1)]

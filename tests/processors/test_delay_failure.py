@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient
 
 from brigade.kafka.clients import make_admin
@@ -20,7 +20,7 @@ from schemas.codec import Codec
 from schemas.records import RetryTimer
 from testkit.jobs import spec
 from testkit.processors import rate_limited_once, scripted_worker
-from testkit.support import ConsumerThread, poll_until
+from testkit.support import ConsumerThread, describe_group, poll_until
 from tests.processors.conftest import Stack
 from tests.processors.test_batch_failure import _max_message_bytes
 
@@ -75,11 +75,8 @@ class _Forwarded(ConsumerThread):
 
 
 def _holds_partitions(admin: AdminClient, group: str) -> bool:
-    try:
-        [description] = [f.result(10) for f in admin.describe_consumer_groups([group]).values()]
-    except KafkaException:  # no coordinator for a group that has not joined yet
-        return False
-    return any(member.assignment.topic_partitions for member in description.members)
+    described = describe_group(admin, group)
+    return described is not None and any(member.partitions for member in described[1])
 
 
 @pytest.mark.chaos
