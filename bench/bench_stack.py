@@ -27,15 +27,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from bench.bench_celery import celery_jobs_per_second
-from bench.budget import (
-    CpuPhase,
-    hop_rows,
-    model_calls,
-    record_rows,
-    record_times,
-    records_written,
-    stack_cpu,
-)
+from bench.budget import CpuPhase, hop_rows, model_calls, record_rows, record_times, records_written
 from bench.report import emit, percentile
 from bench.stack import EMULATED, RunningStack, embedded_stack
 from brigade.kafka.clients import make_consumer
@@ -215,15 +207,14 @@ def idle_cost(seconds: float, run_id: str) -> list[dict[str, Any]]:
     with embedded_stack(model_server=False) as stack:
         _submit_and_drain(stack, [f"warm-up {run_id} {i}" for i in range(100)], model_hint=EMULATED,
                           timeout_s=300)
-        before, started = stack_cpu(stack.home), time.perf_counter()
+        cpu = CpuPhase(stack.home)
+        cpu.start()
+        started = time.perf_counter()
         time.sleep(seconds)  # the window measured, with nothing submitted: not a synchronisation
-        elapsed, after = time.perf_counter() - started, stack_cpu(stack.home)
-    used = {role: after[role] - before.get(role, 0.0) for role in after}
-    rows = [{"process": role, "cpu_s": cpu_s, "core_pct": cpu_s / elapsed * 100}
-            for role, cpu_s in sorted(used.items(), key=lambda kv: -kv[1])]
-    total = sum(used.values())
-    rows.append({"process": "total", "cpu_s": total, "core_pct": total / elapsed * 100})
-    return rows
+        elapsed = time.perf_counter() - started
+        rows = cpu.rows(1)
+    return [{"process": row["process"], "cpu_s": row["cpu_s"], "core_pct": row["cpu_s"] / elapsed * 100}
+            for row in rows]
 
 
 def main() -> None:
